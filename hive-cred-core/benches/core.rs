@@ -1,0 +1,77 @@
+//! Hot paths of hive-cred-core: warm `get`, `resolve`, `needs_refresh`.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use criterion::{Criterion, criterion_group, criterion_main};
+use hive_cred_core::{
+    CredentialObject, CredentialStore, CredentialType, DEFAULT_REFRESH_WINDOW, MemoryStorage,
+};
+
+fn store_with_credentials(rt: &tokio::runtime::Runtime) -> CredentialStore {
+    let store = CredentialStore::builder()
+        .storage(Arc::new(MemoryStorage::new()))
+        .build()
+        .expect("store");
+    rt.block_on(async {
+        let mut gh = CredentialObject::builder("github", CredentialType::OAuth2)
+            .provider_id("oauth2_provider")
+            .auto_refresh(true)
+            .build()
+            .expect("valid");
+        gh.set_key(
+            "access_token",
+            "gho_0123456789abcdef",
+            Some(Utc::now() + Duration::hours(8)),
+        )
+        .expect("key");
+        gh.set_key("refresh_token", "ghr_0123456789abcdef", None)
+            .expect("key");
+        store.save(gh).await.expect("save");
+        // Warm the cache.
+        store.get("github").await.expect("get");
+    });
+    store
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = store_with_credentials(&rt);
+
+    c.bench_function("store/get_warm", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(store.get(black_box("github")).await.expect("get")) })
+    });
+    c.bench_function("store/resolve_one_placeholder", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                store
+                    .resolve(black_box("Bearer {{github.access_token}}"))
+                    .await
+                    .expect("resolve"),
+            )
+        })
+    });
+
+    let mut five = CredentialObject::new("five", CredentialType::Custom).expect("valid");
+    for i in 0..5 {
+        five.set_key(
+            format!("k{i}"),
+            "v",
+            Some(Utc::now() + Duration::hours(i + 1)),
+        )
+        .expect("key");
+    }
+    let now = Utc::now();
+    c.bench_function("credential/needs_refresh_5_keys", |b| {
+        b.iter(|| black_box(&five).needs_refresh_at(black_box(now), DEFAULT_REFRESH_WINDOW))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

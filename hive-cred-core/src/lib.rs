@@ -1,0 +1,42 @@
+#![doc = include_str!("../README.md")]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod clock;
+pub mod codec;
+mod composite;
+mod credential;
+mod env;
+mod error;
+mod hook;
+mod id;
+mod memory;
+mod provider;
+mod storage;
+mod store;
+mod template;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use composite::CompositeStorage;
+pub use credential::{
+    CredentialKey, CredentialMetadata, CredentialObject, CredentialObjectBuilder, CredentialType,
+    DEFAULT_REFRESH_WINDOW, KeyMetadata, MAX_KEY_NAME_LEN, Metadata, validate_key_name,
+};
+pub use env::{EnvMapping, EnvStorage};
+pub use error::{Error, ErrorKind, Result};
+pub use hook::{AccessEvent, AccessHook, AccessOperation, AccessOutcome};
+pub use id::{CredentialId, MAX_ID_LEN};
+pub use memory::MemoryStorage;
+pub use provider::CredentialProvider;
+pub use storage::CredentialStorage;
+pub use store::{CredentialStore, CredentialStoreBuilder, RefreshPolicy};
+pub use template::Template;
+
+#[cfg(any(test, feature = "mock"))]
+pub use provider::MockCredentialProvider;
+#[cfg(any(test, feature = "mock"))]
+pub use storage::MockCredentialStorage;
+
+/// Re-exported so users name one version of the secret wrapper.
+pub use secrecy::{self, ExposeSecret, SecretString};

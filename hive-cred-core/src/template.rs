@@ -1,0 +1,192 @@
+//! `{{id.key}}` templates, resolved by [`CredentialStore::resolve`](crate::CredentialStore::resolve).
+//!
+//! # Syntax
+//! - `{{id.key}}` is replaced by the value of key `key` of credential `id`. The split is
+//!   at the last `.` (key names cannot contain dots), so `{{a.b.token}}` is key `token` of
+//!   credential `a.b`.
+//! - `{{id}}` is replaced by the value of a credential that has exactly one key.
+//! - Spaces just inside the braces are ignored: `{{ github.access_token }}`.
+//! - Everything else is literal text. An unclosed `{{` is an error.
+
+use crate::credential::validate_key_name;
+use crate::error::{Error, Result};
+use crate::id;
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Segment<'a> {
+    Literal(&'a str),
+    Placeholder { id: &'a str, key: Option<&'a str> },
+}
+
+/// Iterates the segments of a template without allocating.
+pub(crate) struct Segments<'a> {
+    rest: &'a str,
+    failed: bool,
+}
+
+pub(crate) fn segments(template: &str) -> Segments<'_> {
+    Segments {
+        rest: template,
+        failed: false,
+    }
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = Result<Segment<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() || self.failed {
+            return None;
+        }
+        match self.rest.find("{{") {
+            Some(0) => {
+                let body_and_rest = &self.rest[2..];
+                let Some(end) = body_and_rest.find("}}") else {
+                    self.failed = true;
+                    return Some(Err(Error::invalid_input(
+                        "template has an unclosed '{{' (placeholders look like {{credential_id.key}})",
+                    )));
+                };
+                let body = body_and_rest[..end].trim();
+                self.rest = &body_and_rest[end + 2..];
+                Some(parse_placeholder(body).inspect_err(|_| self.failed = true))
+            }
+            Some(start) => {
+                let lit = &self.rest[..start];
+                self.rest = &self.rest[start..];
+                Some(Ok(Segment::Literal(lit)))
+            }
+            None => {
+                let lit = self.rest;
+                self.rest = "";
+                Some(Ok(Segment::Literal(lit)))
+            }
+        }
+    }
+}
+
+fn parse_placeholder(body: &str) -> Result<Segment<'_>> {
+    if id::validate(body).is_ok() && !body.contains('.') {
+        return Ok(Segment::Placeholder {
+            id: body,
+            key: None,
+        });
+    }
+    let Some((cid, key)) = body.rsplit_once('.') else {
+        return Err(bad_placeholder(body));
+    };
+    if id::validate(cid).is_err() || validate_key_name(key).is_err() {
+        return Err(bad_placeholder(body));
+    }
+    Ok(Segment::Placeholder {
+        id: cid,
+        key: Some(key),
+    })
+}
+
+fn bad_placeholder(body: &str) -> Error {
+    let shown: String = body.chars().take(60).collect();
+    Error::invalid_input(format!(
+        "template placeholder {{{{{shown}}}}} is not of the form {{{{credential_id.key}}}} or {{{{credential_id}}}}"
+    ))
+}
+
+/// A parsed, validated template. Parsing once and resolving many times skips the parse.
+///
+/// ```
+/// use hive_cred_core::Template;
+///
+/// let t = Template::parse("Bearer {{github.access_token}}")?;
+/// assert_eq!(t.placeholders().collect::<Vec<_>>(), vec![("github", Some("access_token"))]);
+/// assert!(Template::parse("Bearer {{github.access_token").is_err());
+/// # Ok::<(), hive_cred_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+}
+
+impl Template {
+    /// Parses and validates a template.
+    pub fn parse(template: &str) -> Result<Self> {
+        for seg in segments(template) {
+            seg?;
+        }
+        Ok(Template {
+            source: template.to_string(),
+        })
+    }
+
+    /// The template text.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The `(credential_id, key)` pairs referenced, in order.
+    pub fn placeholders(&self) -> impl Iterator<Item = (&str, Option<&str>)> + '_ {
+        segments(&self.source).filter_map(|s| match s {
+            Ok(Segment::Placeholder { id, key }) => Some((id, key)),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(t: &str) -> Result<Vec<Segment<'_>>> {
+        segments(t).collect()
+    }
+
+    #[test]
+    fn parses_literals_and_placeholders() {
+        assert_eq!(
+            segs("Bearer {{github.access_token}}!").unwrap(),
+            vec![
+                Segment::Literal("Bearer "),
+                Segment::Placeholder {
+                    id: "github",
+                    key: Some("access_token")
+                },
+                Segment::Literal("!"),
+            ]
+        );
+        assert_eq!(
+            segs("{{ brave }}").unwrap(),
+            vec![Segment::Placeholder {
+                id: "brave",
+                key: None
+            }]
+        );
+        assert_eq!(
+            segs("{{a.b.token}}").unwrap(),
+            vec![Segment::Placeholder {
+                id: "a.b",
+                key: Some("token")
+            }]
+        );
+        assert_eq!(
+            segs("plain } { text").unwrap(),
+            vec![Segment::Literal("plain } { text")]
+        );
+        assert!(segs("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_malformed_placeholders() {
+        for bad in [
+            "{{",
+            "x {{a.b",
+            "{{}}",
+            "{{a/b.c}}",
+            "{{a.}}",
+            "{{.a}}",
+            "{{a b}}",
+        ] {
+            let err = segs(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+}
