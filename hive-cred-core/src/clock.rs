@@ -10,6 +10,22 @@ use chrono::{DateTime, Utc};
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
+
+    /// The current time as nanoseconds since the Unix epoch (saturating). The store's
+    /// cache compares this on every hit; implementations may override it with something
+    /// cheaper than building a `DateTime`.
+    fn now_unix_nanos(&self) -> i64 {
+        to_unix_nanos(self.now())
+    }
+}
+
+/// Nanoseconds since the Unix epoch, saturating at the `i64` range.
+pub(crate) fn to_unix_nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 /// The real wall clock.
@@ -19,6 +35,13 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn now_unix_nanos(&self) -> i64 {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+        }
     }
 }
 

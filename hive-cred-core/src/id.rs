@@ -53,6 +53,23 @@ pub fn validate(id: &str) -> Result<()> {
             "invalid credential id {shown:?}: {rule}"
         )))
     };
+    let bytes = id.as_bytes();
+    // Fast path: one pass over the bytes; only a failure pays for finding the reason.
+    let mut prev_dot = false;
+    let mut ok = !bytes.is_empty() && bytes.len() <= MAX_ID_LEN && bytes[0] != b'.';
+    if ok {
+        for &b in bytes {
+            let dot = b == b'.';
+            if !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || dot) || (dot && prev_dot) {
+                ok = false;
+                break;
+            }
+            prev_dot = dot;
+        }
+    }
+    if ok {
+        return Ok(());
+    }
     if id.is_empty() {
         return fail("an id must not be empty");
     }
@@ -61,9 +78,6 @@ pub fn validate(id: &str) -> Result<()> {
     }
     if id.starts_with('.') {
         return fail("an id must not start with '.'");
-    }
-    if id.contains("..") {
-        return fail("an id must not contain '..'");
     }
     if let Some(bad) = id
         .chars()
@@ -77,7 +91,7 @@ pub fn validate(id: &str) -> Result<()> {
         };
         return fail(what);
     }
-    Ok(())
+    fail("an id must not contain '..'")
 }
 
 impl fmt::Display for CredentialId {

@@ -101,9 +101,12 @@ impl RefreshPolicy {
 
 struct CacheEntry {
     credential: Arc<CredentialObject>,
-    /// The cached value must be re-read at or after this instant (TTL or refresh due).
-    stale_at: DateTime<Utc>,
+    /// The cached value must be re-read at or after this instant (TTL or refresh due), in
+    /// Unix nanoseconds so a cache hit compares two integers.
+    stale_at: i64,
 }
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// What the store remembers of a failed refresh.
 #[derive(Clone)]
@@ -126,7 +129,7 @@ struct Inner {
     cache_ttl: chrono::Duration,
     clock: Arc<dyn Clock>,
     hooks: Vec<Arc<dyn AccessHook>>,
-    cache: RwLock<HashMap<CredentialId, CacheEntry>>,
+    cache: RwLock<FastMap<CredentialId, CacheEntry>>,
     flights: Mutex<HashMap<CredentialId, Flight>>,
     failures: Mutex<HashMap<CredentialId, Failure>>,
     /// Bumped by every save and delete; a fetch that started before a write does not
@@ -278,7 +281,7 @@ impl CredentialStoreBuilder {
                 cache_ttl,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 hooks: self.hooks,
-                cache: RwLock::new(HashMap::new()),
+                cache: RwLock::new(FastMap::default()),
                 flights: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
                 generation: std::sync::atomic::AtomicU64::new(0),
@@ -428,7 +431,7 @@ impl CredentialStore {
             match seg? {
                 Segment::Literal(s) => out.push_str(s),
                 Segment::Placeholder { id, key } => {
-                    let started = Instant::now();
+                    let started = (!self.inner.hooks.is_empty()).then(Instant::now);
                     let cred = match self.cached(id) {
                         Some(c) => c,
                         None => self.fetch(id, false).await?.0,
@@ -451,7 +454,7 @@ impl CredentialStore {
                     };
                     // EXPOSE: the resolved template is returned as a SecretString.
                     out.push_str(value.expose_secret());
-                    if !self.inner.hooks.is_empty() {
+                    if let Some(started) = started {
                         self.emit(
                             id,
                             key,
@@ -498,7 +501,7 @@ impl CredentialStore {
     fn cached(&self, id: &str) -> Option<Arc<CredentialObject>> {
         let cache = self.inner.cache.read().unwrap_or_else(|p| p.into_inner());
         let entry = cache.get(id)?;
-        if self.inner.clock.now() < entry.stale_at {
+        if self.inner.clock.now_unix_nanos() < entry.stale_at {
             Some(entry.credential.clone())
         } else {
             None
@@ -526,7 +529,7 @@ impl CredentialStore {
             credential.id().clone(),
             CacheEntry {
                 credential: credential.clone(),
-                stale_at,
+                stale_at: crate::clock::to_unix_nanos(stale_at),
             },
         );
     }
@@ -837,3 +840,7 @@ fn trace_result(op: &str, id: &str, outcome: AccessOutcome, started: Instant) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

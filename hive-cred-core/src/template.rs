@@ -39,10 +39,10 @@ impl<'a> Iterator for Segments<'a> {
         if self.rest.is_empty() || self.failed {
             return None;
         }
-        match self.rest.find("{{") {
+        match find_pair(self.rest, b'{') {
             Some(0) => {
                 let body_and_rest = &self.rest[2..];
-                let Some(end) = body_and_rest.find("}}") else {
+                let Some(end) = find_pair(body_and_rest, b'}') else {
                     self.failed = true;
                     return Some(Err(Error::invalid_input(
                         "template has an unclosed '{{' (placeholders look like {{credential_id.key}})",
@@ -66,8 +66,25 @@ impl<'a> Iterator for Segments<'a> {
     }
 }
 
+/// Byte offset of the first occurrence of `cc` (two ASCII bytes `c`).
+fn find_pair(s: &str, c: u8) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == c {
+            if b[i + 1] == c {
+                return Some(i);
+            }
+            i += 1;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
 fn parse_placeholder(body: &str) -> Result<Segment<'_>> {
-    if id::validate(body).is_ok() && !body.contains('.') {
+    if !body.contains('.') && id::validate(body).is_ok() {
         return Ok(Segment::Placeholder {
             id: body,
             key: None,

@@ -1,0 +1,865 @@
+//! Orchestration tests of `CredentialStore`: mocks for the provider, real MemoryStorage.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use secrecy::ExposeSecret;
+
+use super::*;
+use crate::testkit::CANARY;
+use crate::{
+    CredentialType, ErrorKind, ManualClock, MemoryStorage, MockCredentialProvider,
+    MockCredentialStorage,
+};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0).unwrap()
+}
+
+fn oauth(id: &str, token: &str, expires_at: DateTime<Utc>) -> CredentialObject {
+    let mut c = CredentialObject::builder(id, CredentialType::OAuth2)
+        .provider_id("oauth2_provider")
+        .auto_refresh(true)
+        .build()
+        .unwrap();
+    c.set_key("access_token", token, Some(expires_at)).unwrap();
+    c.set_key("refresh_token", "rt-1", None).unwrap();
+    c
+}
+
+/// A refreshed copy: new token valid for an hour after `now`.
+fn refreshed(c: &CredentialObject, token: &str, now: DateTime<Utc>) -> CredentialObject {
+    let mut n = c.clone();
+    n.set_key(
+        "access_token",
+        token,
+        Some(now + chrono::Duration::hours(1)),
+    )
+    .unwrap();
+    n.set_last_refreshed(now);
+    n
+}
+
+struct Fixture {
+    store: CredentialStore,
+    storage: Arc<MemoryStorage>,
+    clock: Arc<ManualClock>,
+}
+
+fn fixture(provider: Option<Arc<dyn CredentialProvider>>, policy: RefreshPolicy) -> Fixture {
+    let storage = Arc::new(MemoryStorage::new());
+    let clock = Arc::new(ManualClock::new(t0()));
+    let mut b = CredentialStore::builder()
+        .storage(storage.clone())
+        .clock(clock.clone())
+        .refresh_policy(policy);
+    if let Some(p) = provider {
+        b = b.provider(p);
+    }
+    Fixture {
+        store: b.build().unwrap(),
+        storage,
+        clock,
+    }
+}
+
+fn mock_provider() -> MockCredentialProvider {
+    let mut p = MockCredentialProvider::new();
+    p.expect_provider_id()
+        .return_const("oauth2_provider".to_string());
+    p
+}
+
+fn no_jitter() -> RefreshPolicy {
+    RefreshPolicy::default().with_jitter(0.0)
+}
+
+#[tokio::test]
+async fn builder_requires_storage_and_unique_providers() {
+    let err = CredentialStore::builder().build().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let err = CredentialStore::builder()
+        .storage(Arc::new(MemoryStorage::new()))
+        .provider(Arc::new(mock_provider()))
+        .provider(Arc::new(mock_provider()))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert_eq!(err.context_value("provider"), Some("oauth2_provider"));
+}
+
+#[tokio::test]
+async fn fresh_credential_is_not_refreshed() {
+    let mut p = mock_provider();
+    p.expect_refresh().never();
+    let f = fixture(Some(Arc::new(p)), no_jitter());
+    f.store
+        .save(oauth("gh", "tok", t0() + chrono::Duration::hours(2)))
+        .await
+        .unwrap();
+    let got = f.store.get("gh").await.unwrap();
+    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "tok");
+    assert_eq!(
+        f.store
+            .get_key("gh", "access_token")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "tok"
+    );
+}
+
+#[tokio::test]
+async fn expired_credential_is_refreshed_persisted_then_returned() {
+    let mut p = mock_provider();
+    p.expect_refresh()
+        .times(1)
+        .returning(|c| Ok(refreshed(c, "new-token", t0())));
+    let f = fixture(Some(Arc::new(p)), no_jitter());
+    f.store
+        .save(oauth("gh", "old", t0() - chrono::Duration::minutes(1)))
+        .await
+        .unwrap();
+    f.store.clear_cache();
+    let got = f.store.get("gh").await.unwrap();
+    assert_eq!(
+        got.get_key("access_token").unwrap().expose_secret(),
+        "new-token"
+    );
+    assert_eq!(got.version(), 2);
+    let stored = f
+        .storage
+        .load(&"gh".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.get_key("access_token").unwrap().expose_secret(),
+        "new-token"
+    );
+    assert_eq!(stored.version(), 2);
+    assert_eq!(stored.last_refreshed(), Some(t0()));
+    // Served from cache now: the mock would panic on a second refresh.
+    assert_eq!(f.store.get("gh").await.unwrap().version(), 2);
+}
+
+#[tokio::test]
+async fn credential_without_auto_refresh_is_returned_even_if_expired() {
+    let mut p = mock_provider();
+    p.expect_refresh().never();
+    let f = fixture(Some(Arc::new(p)), no_jitter());
+    let mut c = oauth("gh", "old", t0() - chrono::Duration::minutes(1));
+    c.set_auto_refresh(false);
+    f.store.save(c).await.unwrap();
+    assert!(f.store.get("gh").await.unwrap().is_expired_at(t0()));
+    let err = f.store.get_key("gh", "access_token").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Expired);
+    assert_eq!(err.context_value("key"), Some("access_token"));
+}
+
+#[tokio::test]
+async fn unknown_or_missing_provider_is_config_error_naming_it() {
+    let f = fixture(None, no_jitter());
+    f.store.save(oauth("gh", "old", t0())).await.unwrap();
+    let err = f.store.get("gh").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert_eq!(err.context_value("provider"), Some("oauth2_provider"));
+    assert_eq!(err.context_value("id"), Some("gh"));
+
+    let mut c = CredentialObject::new("noprov", CredentialType::OAuth2).unwrap();
+    c.set_auto_refresh(true);
+    c.set_key("access_token", "x", Some(t0())).unwrap();
+    f.store.save(c).await.unwrap();
+    let err = f.store.get("noprov").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("no provider_id"));
+}
+
+#[tokio::test]
+async fn missing_and_invalid_ids() {
+    let f = fixture(None, no_jitter());
+    assert_eq!(
+        f.store.get("absent").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        f.store.get("../etc").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    let mut c = CredentialObject::new("k", CredentialType::ApiKey).unwrap();
+    c.set_key("api_key", "v", None).unwrap();
+    f.store.save(c).await.unwrap();
+    let err = f.store.get_key("k", "nope").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::KeyNotFound);
+    assert_eq!(err.context_value("key"), Some("nope"));
+}
+
+#[tokio::test]
+async fn failure_inside_advisory_window_returns_old_credential() {
+    let mut p = mock_provider();
+    p.expect_refresh()
+        .times(1)
+        .returning(|_| Err(Error::unavailable("token endpoint down")));
+    let f = fixture(Some(Arc::new(p)), no_jitter());
+    // Expires in 2 minutes: inside the 5-minute window, still valid.
+    f.store
+        .save(oauth("gh", "old", t0() + chrono::Duration::minutes(2)))
+        .await
+        .unwrap();
+    f.store.clear_cache();
+    let got = f.store.get("gh").await.unwrap();
+    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "old");
+    // Backoff: within 1 s the provider is not asked again (the mock allows one call).
+    let again = f.store.get("gh").await.unwrap();
+    assert_eq!(
+        again.get_key("access_token").unwrap().expose_secret(),
+        "old"
+    );
+}
+
+#[tokio::test]
+async fn failure_past_expiry_is_an_error_of_the_provider_kind() {
+    let mut p = mock_provider();
+    p.expect_refresh().times(1).returning(|_| {
+        Err(Error::new(
+            ErrorKind::RefreshRejected,
+            "refresh token revoked (invalid_grant)",
+        ))
+    });
+    let f = fixture(Some(Arc::new(p)), no_jitter());
+    f.store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    f.store.clear_cache();
+    let err = f.store.get("gh").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RefreshRejected);
+    assert_eq!(err.context_value("id"), Some("gh"));
+    assert_eq!(err.context_value("provider"), Some("oauth2_provider"));
+    // A rejection is not retried for the same stored version, even much later.
+    f.clock.advance(chrono::Duration::hours(5));
+    assert_eq!(
+        f.store.get("gh").await.unwrap_err().kind(),
+        ErrorKind::RefreshRejected
+    );
+}
+
+#[tokio::test]
+async fn rejection_is_forgotten_when_the_credential_is_saved_again() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut p = mock_provider();
+    let n = calls.clone();
+    p.expect_refresh().returning(move |c| {
+        if n.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(Error::new(ErrorKind::RefreshRejected, "invalid_grant"))
+        } else {
+            Ok(refreshed(c, "after-reauth", t0()))
+        }
+    });
+    let f = fixture(Some(Arc::new(p)), no_jitter());
+    f.store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    f.store.clear_cache();
+    assert!(f.store.get("gh").await.is_err());
+    // The user re-authorises: a new save.
+    let mut c = f
+        .storage
+        .load(&"gh".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    c.set_key("refresh_token", "rt-2", None).unwrap();
+    f.store.save(c).await.unwrap();
+    f.store.clear_cache();
+    let got = f.store.get("gh").await.unwrap();
+    assert_eq!(
+        got.get_key("access_token").unwrap().expose_secret(),
+        "after-reauth"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn temporary_failures_back_off_exponentially_and_honour_retry_after() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut p = mock_provider();
+    let n = calls.clone();
+    p.expect_refresh().returning(move |_| {
+        let k = n.fetch_add(1, Ordering::SeqCst);
+        let e = Error::unavailable("503 from token endpoint");
+        Err(if k == 2 {
+            e.with_retry_after(Duration::from_secs(60))
+        } else {
+            e
+        })
+    });
+    let policy = RefreshPolicy::default()
+        .with_jitter(0.0)
+        .with_backoff(Duration::from_secs(1), Duration::from_secs(300));
+    let f = fixture(Some(Arc::new(p)), policy);
+    f.store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    f.store.clear_cache();
+    let calls_now = || calls.load(Ordering::SeqCst);
+
+    assert_eq!(
+        f.store.get("gh").await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(calls_now(), 1);
+    // Within the first backoff (1 s): no new request, same error.
+    f.clock.advance(chrono::Duration::milliseconds(900));
+    assert_eq!(
+        f.store.get("gh").await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(calls_now(), 1);
+    // After 1 s: second attempt, then a 2 s backoff.
+    f.clock.advance(chrono::Duration::milliseconds(200));
+    assert!(f.store.get("gh").await.is_err());
+    assert_eq!(calls_now(), 2);
+    f.clock.advance(chrono::Duration::milliseconds(1500));
+    assert!(f.store.get("gh").await.is_err());
+    assert_eq!(calls_now(), 2, "2 s backoff after the second failure");
+    f.clock.advance(chrono::Duration::milliseconds(600));
+    let err = f.store.get("gh").await.unwrap_err();
+    assert_eq!(calls_now(), 3);
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(60)));
+    // Retry-After (60 s) beats the 4 s exponential step.
+    f.clock.advance(chrono::Duration::seconds(30));
+    assert!(f.store.get("gh").await.is_err());
+    assert_eq!(calls_now(), 3);
+    f.clock.advance(chrono::Duration::seconds(31));
+    assert!(f.store.get("gh").await.is_err());
+    assert_eq!(calls_now(), 4);
+}
+
+#[test]
+fn backoff_is_capped_and_jittered_within_bounds() {
+    let p = RefreshPolicy::default().with_backoff(Duration::from_secs(1), Duration::from_secs(10));
+    for failures in 1..40 {
+        let d = p.backoff(failures);
+        assert!(d <= Duration::from_secs(10), "{failures}: {d:?}");
+        let nominal = Duration::from_secs(1 << (failures - 1).min(20)).min(Duration::from_secs(10));
+        assert!(
+            d >= nominal.mul_f64(0.8) - Duration::from_millis(1),
+            "{failures}: {d:?}"
+        );
+    }
+}
+
+/// A provider that blocks until released, counting calls.
+#[derive(Debug)]
+struct GatedProvider {
+    calls: AtomicUsize,
+    gate: tokio::sync::Semaphore,
+    now: DateTime<Utc>,
+}
+
+#[async_trait]
+impl CredentialProvider for GatedProvider {
+    fn provider_id(&self) -> &str {
+        "oauth2_provider"
+    }
+    async fn refresh(&self, c: &CredentialObject) -> Result<CredentialObject> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let _permit = self.gate.acquire().await.expect("gate open");
+        Ok(refreshed(c, "single-flight-token", self.now))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_concurrent_gets_make_one_refresh() {
+    let provider = Arc::new(GatedProvider {
+        calls: AtomicUsize::new(0),
+        gate: tokio::sync::Semaphore::new(0),
+        now: t0(),
+    });
+    let f = fixture(Some(provider.clone()), no_jitter());
+    f.store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    f.store.clear_cache();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let s = f.store.clone();
+            tokio::spawn(async move { s.get("gh").await })
+        })
+        .collect();
+    // Let every task reach the flight, then open the gate.
+    while provider.calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    provider.gate.add_permits(1000);
+    for t in tasks {
+        let c = t.await.unwrap().unwrap();
+        assert_eq!(
+            c.get_key("access_token").unwrap().expose_secret(),
+            "single-flight-token"
+        );
+    }
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        f.storage
+            .load(&"gh".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .version(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_share_one_error() {
+    let mut p = mock_provider();
+    p.expect_refresh()
+        .times(1)
+        .returning(|_| Err(Error::new(ErrorKind::RefreshRejected, "invalid_grant")));
+    let f = fixture(Some(Arc::new(p)), no_jitter());
+    f.store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    f.store.clear_cache();
+    let results = futures::future::join_all((0..50).map(|_| f.store.get("gh"))).await;
+    for r in results {
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::RefreshRejected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_of_one_credential_does_not_block_another() {
+    let provider = Arc::new(GatedProvider {
+        calls: AtomicUsize::new(0),
+        gate: tokio::sync::Semaphore::new(0),
+        now: t0(),
+    });
+    let f = fixture(Some(provider.clone()), no_jitter());
+    f.store
+        .save(oauth("slow", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    let mut other = CredentialObject::new("other", CredentialType::ApiKey).unwrap();
+    other.set_key("api_key", "k", None).unwrap();
+    f.store.save(other).await.unwrap();
+    f.store.clear_cache();
+    let s = f.store.clone();
+    let slow = tokio::spawn(async move { s.get("slow").await });
+    while provider.calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The slow refresh is parked on the gate; the other credential still loads.
+    assert_eq!(
+        f.store
+            .get_key("other", "api_key")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "k"
+    );
+    provider.gate.add_permits(1);
+    slow.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn caller_dropping_does_not_abandon_a_rotated_token() {
+    let provider = Arc::new(GatedProvider {
+        calls: AtomicUsize::new(0),
+        gate: tokio::sync::Semaphore::new(0),
+        now: t0(),
+    });
+    let f = fixture(Some(provider.clone()), no_jitter());
+    f.store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    f.store.clear_cache();
+    let s = f.store.clone();
+    let caller = tokio::spawn(async move { s.get("gh").await });
+    while provider.calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    caller.abort();
+    provider.gate.add_permits(1);
+    // The refresh task runs to completion and persists the rotated credential.
+    for _ in 0..10_000 {
+        let stored = f
+            .storage
+            .load(&"gh".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        if stored.version() == 2 {
+            assert_eq!(
+                stored.get_key("access_token").unwrap().expose_secret(),
+                "single-flight-token"
+            );
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("refresh was abandoned with its caller");
+}
+
+#[tokio::test]
+async fn save_conflict_after_refresh_adopts_the_other_writers_credential() {
+    // Storage whose save conflicts once, after which a fresh credential is stored.
+    let winner = refreshed(&oauth("gh", "old", t0()), "winner-token", t0());
+    let mut stored = oauth("gh", "old", t0() - chrono::Duration::seconds(1));
+    stored.set_version(1);
+    let mut storage = MockCredentialStorage::new();
+    let loads = Arc::new(Mutex::new(vec![
+        {
+            let mut w = winner.clone();
+            w.set_version(2);
+            w
+        },
+        stored,
+    ]));
+    let l = loads.clone();
+    storage
+        .expect_load()
+        .returning(move |_| Ok(l.lock().unwrap().pop()));
+    storage
+        .expect_save()
+        .times(1)
+        .returning(|c| Err(Error::conflict(c.id(), "cas mismatch")));
+    storage.expect_backend_name().return_const("mock");
+    let mut p = mock_provider();
+    p.expect_refresh()
+        .times(1)
+        .returning(|c| Ok(refreshed(c, "loser-token", t0())));
+    let store = CredentialStore::builder()
+        .storage(Arc::new(storage))
+        .provider(Arc::new(p))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .build()
+        .unwrap();
+    let got = store.get("gh").await.unwrap();
+    assert_eq!(
+        got.get_key("access_token").unwrap().expose_secret(),
+        "winner-token"
+    );
+}
+
+#[tokio::test]
+async fn failed_save_after_refresh_is_an_error_not_an_unsaved_token() {
+    let mut stored = oauth("gh", "old", t0() - chrono::Duration::seconds(1));
+    stored.set_version(1);
+    let mut storage = MockCredentialStorage::new();
+    storage
+        .expect_load()
+        .returning(move |_| Ok(Some(stored.clone())));
+    storage
+        .expect_save()
+        .returning(|_| Err(Error::unavailable("disk full")));
+    storage.expect_backend_name().return_const("mock");
+    let mut p = mock_provider();
+    p.expect_refresh()
+        .times(1)
+        .returning(|c| Ok(refreshed(c, CANARY, t0())));
+    let store = CredentialStore::builder()
+        .storage(Arc::new(storage))
+        .provider(Arc::new(p))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .build()
+        .unwrap();
+    let err = store.get("gh").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("could not be saved"));
+    assert!(!format!("{err:?}").contains(CANARY));
+}
+
+#[tokio::test]
+async fn cache_ttl_and_invalidation() {
+    let f = fixture(None, no_jitter());
+    let mut c = CredentialObject::new("k", CredentialType::ApiKey).unwrap();
+    c.set_key("api_key", "v1", None).unwrap();
+    f.store.save(c).await.unwrap();
+    assert_eq!(
+        f.store
+            .get_key("k", "api_key")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "v1"
+    );
+    // Another writer changes storage behind the store's back.
+    let mut behind = f
+        .storage
+        .load(&"k".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    behind.set_key("api_key", "v2", None).unwrap();
+    f.storage.save(&behind).await.unwrap();
+    assert_eq!(
+        f.store
+            .get_key("k", "api_key")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "v1",
+        "cached"
+    );
+    f.clock.advance(chrono::Duration::seconds(301));
+    assert_eq!(
+        f.store
+            .get_key("k", "api_key")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "v2",
+        "TTL passed"
+    );
+    // delete invalidates.
+    assert!(f.store.delete("k").await.unwrap());
+    assert_eq!(
+        f.store.get("k").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(!f.store.delete("k").await.unwrap());
+}
+
+#[tokio::test]
+async fn cached_credential_is_refreshed_when_it_enters_the_window() {
+    let mut p = mock_provider();
+    p.expect_refresh()
+        .times(1)
+        .returning(|c| Ok(refreshed(c, "next", t0() + chrono::Duration::minutes(56))));
+    let f = fixture(Some(Arc::new(p)), no_jitter());
+    f.store
+        .save(oauth("gh", "first", t0() + chrono::Duration::hours(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .get_key("gh", "access_token")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "first"
+    );
+    f.clock.advance(chrono::Duration::minutes(56));
+    assert_eq!(
+        f.store
+            .get_key("gh", "access_token")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "next"
+    );
+}
+
+#[tokio::test]
+async fn resolve_templates() {
+    let f = fixture(None, no_jitter());
+    f.store
+        .save(oauth(
+            "github",
+            "gho_abc",
+            t0() + chrono::Duration::hours(1),
+        ))
+        .await
+        .unwrap();
+    let mut brave = CredentialObject::new("brave", CredentialType::ApiKey).unwrap();
+    brave.set_key("api_key", "BSA", None).unwrap();
+    f.store.save(brave).await.unwrap();
+    let v = f
+        .store
+        .resolve("Bearer {{github.access_token}}")
+        .await
+        .unwrap();
+    assert_eq!(v.expose_secret(), "Bearer gho_abc");
+    let v = f
+        .store
+        .resolve("{{ brave }}/{{brave.api_key}}")
+        .await
+        .unwrap();
+    assert_eq!(v.expose_secret(), "BSA/BSA");
+    assert_eq!(
+        f.store
+            .resolve("no placeholders")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "no placeholders"
+    );
+    let err = f.store.resolve("{{github}}").await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidInput,
+        "two keys need a key name"
+    );
+    let err = f.store.resolve("{{nope.key}}").await.unwrap_err();
+    assert_eq!(
+        (err.kind(), err.context_value("id")),
+        (ErrorKind::NotFound, Some("nope"))
+    );
+    let err = f.store.resolve("{{github.nope}}").await.unwrap_err();
+    assert_eq!(
+        (err.kind(), err.context_value("key")),
+        (ErrorKind::KeyNotFound, Some("nope"))
+    );
+    assert!(f.store.resolve("{{github.access_token").await.is_err());
+}
+
+type Recorded = (String, Option<String>, AccessOperation, AccessOutcome);
+
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<Recorded>>);
+
+impl AccessHook for Recorder {
+    fn on_access(&self, e: &AccessEvent<'_>) {
+        self.0.lock().unwrap().push((
+            e.credential_id.to_string(),
+            e.key.map(str::to_string),
+            e.operation,
+            e.outcome,
+        ));
+    }
+}
+
+#[tokio::test]
+async fn access_hook_sees_every_access_without_values() {
+    let rec = Arc::new(Recorder::default());
+    let mut p = mock_provider();
+    p.expect_refresh()
+        .times(1)
+        .returning(|c| Ok(refreshed(c, "new", t0())));
+    let store = CredentialStore::builder()
+        .storage(Arc::new(MemoryStorage::new()))
+        .provider(Arc::new(p))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .access_hook(rec.clone())
+        .build()
+        .unwrap();
+    store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    store.clear_cache();
+    store.get("gh").await.unwrap();
+    store.get_key("gh", "access_token").await.unwrap();
+    store.resolve("{{gh.access_token}}").await.unwrap();
+    assert!(store.get("missing").await.is_err());
+    store.delete("gh").await.unwrap();
+    let events = rec.0.lock().unwrap().clone();
+    let ops: Vec<_> = events.iter().map(|e| (e.0.as_str(), e.2, e.3)).collect();
+    assert_eq!(
+        ops,
+        vec![
+            ("gh", AccessOperation::Save, AccessOutcome::Ok),
+            ("gh", AccessOperation::Refresh, AccessOutcome::Ok),
+            ("gh", AccessOperation::Get, AccessOutcome::Ok),
+            ("gh", AccessOperation::GetKey, AccessOutcome::Ok),
+            ("gh", AccessOperation::Resolve, AccessOutcome::Ok),
+            (
+                "missing",
+                AccessOperation::Get,
+                AccessOutcome::Error(ErrorKind::NotFound)
+            ),
+            ("gh", AccessOperation::Delete, AccessOutcome::Ok),
+        ]
+    );
+    assert_eq!(events[3].1.as_deref(), Some("access_token"));
+}
+
+/// A `MakeWriter` collecting everything tracing writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn canary_never_in_debug_display_serde_errors_or_tracing() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .finish();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut outputs: Vec<String> = Vec::new();
+    tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let n = calls.clone();
+            let mut p = mock_provider();
+            p.expect_refresh().returning(move |c| {
+                if n.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Ok(refreshed(c, CANARY, t0()))
+                } else {
+                    Err(Error::new(ErrorKind::RefreshRejected, "invalid_grant"))
+                }
+            });
+            let clock = Arc::new(ManualClock::new(t0()));
+            let store = CredentialStore::builder()
+                .storage(Arc::new(MemoryStorage::new()))
+                .provider(Arc::new(p))
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            let mut c = oauth("gh", CANARY, t0() - chrono::Duration::seconds(1));
+            c.set_key("refresh_token", CANARY, None).unwrap();
+            outputs.push(format!("{c:?}"));
+            outputs.push(c.to_string());
+            outputs.push(serde_json::to_string(&c).unwrap());
+            outputs.push(serde_json::to_string(&c.metadata()).unwrap());
+            store.save(c).await.unwrap();
+            store.clear_cache();
+            let got = store.get("gh").await.unwrap();
+            outputs.push(format!("{got:?} {got} {store:?}"));
+            outputs.push(format!(
+                "{:?}",
+                store.get_key("gh", "access_token").await.unwrap()
+            ));
+            outputs.push(format!(
+                "{:?}",
+                store.resolve("x {{gh.access_token}}").await.unwrap()
+            ));
+            clock.advance(chrono::Duration::hours(2));
+            store.clear_cache();
+            let err = store.get("gh").await.unwrap_err();
+            outputs.push(format!("{err} {err:?}"));
+        })
+    });
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("refreshed credential"),
+        "tracing captured: {logs}"
+    );
+    outputs.push(logs);
+    for out in outputs {
+        assert!(!out.contains(CANARY), "secret leaked: {out}");
+    }
+}
