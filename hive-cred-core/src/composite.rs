@@ -100,6 +100,15 @@ impl CredentialStorage for CompositeStorage {
     fn backend_name(&self) -> &'static str {
         "composite"
     }
+
+    async fn lock(
+        &self,
+        id: &CredentialId,
+        options: &crate::lock::LockOptions,
+    ) -> Result<Option<crate::lock::CredentialLock>> {
+        // Refreshed credentials are written to the primary, so its lock is the one.
+        self.primary().lock(id, options).await
+    }
 }
 
 #[cfg(test)]

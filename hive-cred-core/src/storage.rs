@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use crate::credential::CredentialObject;
 use crate::error::Result;
 use crate::id::CredentialId;
+use crate::lock::{CredentialLock, LockOptions};
 
 /// Where credentials live: memory, environment, encrypted files, Vault.
 ///
@@ -49,6 +50,19 @@ pub trait CredentialStorage: Send + Sync + std::fmt::Debug {
     fn backend_name(&self) -> &'static str {
         "storage"
     }
+
+    /// Takes the cross-process lock of one credential, waiting at most `options.wait`
+    /// (then `ErrorKind::Unavailable`). `Ok(None)` means the backend has no cross-process
+    /// locking (the default: nothing outside this process shares it). The store holds it
+    /// around each refresh; see [`crate::lock`].
+    async fn lock(
+        &self,
+        id: &CredentialId,
+        options: &LockOptions,
+    ) -> Result<Option<CredentialLock>> {
+        let _ = (id, options);
+        Ok(None)
+    }
 }
 
 #[async_trait]
@@ -70,5 +84,12 @@ impl<T: CredentialStorage + ?Sized> CredentialStorage for std::sync::Arc<T> {
     }
     fn backend_name(&self) -> &'static str {
         (**self).backend_name()
+    }
+    async fn lock(
+        &self,
+        id: &CredentialId,
+        options: &LockOptions,
+    ) -> Result<Option<CredentialLock>> {
+        (**self).lock(id, options).await
     }
 }

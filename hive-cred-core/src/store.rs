@@ -15,6 +15,7 @@ use crate::credential::{CredentialObject, DEFAULT_REFRESH_WINDOW};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hook::{AccessEvent, AccessHook, AccessOperation, AccessOutcome};
 use crate::id::{self, CredentialId};
+use crate::lock::LockOptions;
 use crate::provider::CredentialProvider;
 use crate::storage::CredentialStorage;
 use crate::template::{Segment, segments};
@@ -129,6 +130,7 @@ struct Inner {
     cache_ttl: chrono::Duration,
     clock: Arc<dyn Clock>,
     hooks: Vec<Arc<dyn AccessHook>>,
+    lock_options: LockOptions,
     cache: RwLock<FastMap<CredentialId, CacheEntry>>,
     flights: Mutex<HashMap<CredentialId, Flight>>,
     failures: Mutex<HashMap<CredentialId, Failure>>,
@@ -159,6 +161,11 @@ struct Inner {
 /// - If saving a refreshed credential conflicts (another process wrote first), the store
 ///   re-reads it and uses the other writer's credential when it is fresh.
 /// - `auto_refresh` with an unknown or missing `provider_id` is a `Config` error naming it.
+/// - Across processes: when the storage offers a credential lock
+///   ([`CredentialStorage::lock`]), the refresh holds it (bounded wait, see
+///   [`LockOptions`]), re-reads the credential, and makes no token request when another
+///   process already refreshed it. A `RefreshRejected` is checked against storage first:
+///   if another writer moved the version meanwhile, its credential is used.
 ///
 /// Requires a Tokio runtime for refreshes (it spawns them); everything else is
 /// executor-agnostic.
@@ -207,6 +214,7 @@ pub struct CredentialStoreBuilder {
     cache_ttl: Option<Duration>,
     clock: Option<Arc<dyn Clock>>,
     hooks: Vec<Arc<dyn AccessHook>>,
+    lock_options: LockOptions,
 }
 
 impl fmt::Debug for CredentialStoreBuilder {
@@ -250,6 +258,13 @@ impl CredentialStoreBuilder {
         self
     }
 
+    /// How long cross-process refresh locks live and how long to wait for one.
+    /// Default: [`LockOptions::default`].
+    pub fn lock_options(mut self, options: LockOptions) -> Self {
+        self.lock_options = options;
+        self
+    }
+
     /// Adds an access hook (audit trail).
     pub fn access_hook(mut self, hook: Arc<dyn AccessHook>) -> Self {
         self.hooks.push(hook);
@@ -281,6 +296,7 @@ impl CredentialStoreBuilder {
                 cache_ttl,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 hooks: self.hooks,
+                lock_options: self.lock_options,
                 cache: RwLock::new(FastMap::default()),
                 flights: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
@@ -657,6 +673,57 @@ impl CredentialStore {
             }
         }
 
+        // Cross-process coordination: hold the credential's lock around the refresh.
+        let held = self
+            .inner
+            .storage
+            .lock(&id, &self.inner.lock_options)
+            .await
+            .map_err(|e| e.with_context("id", &id).with_context("operation", "lock"))?;
+        let result = if held.is_some() {
+            // Another process may have refreshed while this one waited: re-read.
+            match self.inner.storage.load(&id).await {
+                Ok(Some(current)) => {
+                    let now = self.inner.clock.now();
+                    if !force
+                        && current.version() != loaded.version()
+                        && !current.needs_refresh_at(now, self.inner.policy.window)
+                    {
+                        tracing::debug!(target: "hive_cred::store", id = %id, version = current.version(), "another process refreshed the credential; no token request");
+                        let current = Arc::new(current);
+                        self.put_cache(&current, generation);
+                        Ok(current)
+                    } else {
+                        self.refresh_with(current, &provider, force, generation)
+                            .await
+                    }
+                }
+                Ok(None) => Err(Error::not_found(&id)),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.refresh_with(loaded, &provider, force, generation)
+                .await
+        };
+        if let Some(held) = held {
+            if let Err(e) = held.release().await {
+                tracing::warn!(target: "hive_cred::store", id = %id, kind = %e.kind(), "could not release the credential lock; it expires at its TTL");
+            }
+        }
+        result
+    }
+
+    /// Calls the provider, persists the result, records failures.
+    async fn refresh_with(
+        &self,
+        loaded: CredentialObject,
+        provider: &Arc<dyn CredentialProvider>,
+        force: bool,
+        generation: u64,
+    ) -> Result<Arc<CredentialObject>> {
+        let id = loaded.id().clone();
+        let now = self.inner.clock.now();
+        let expired = loaded.is_expired_at(now);
         let started = Instant::now();
         let refreshed = provider.refresh(&loaded).await;
         let elapsed = started.elapsed();
@@ -720,55 +787,84 @@ impl CredentialStore {
                     }
                 }
             }
-            Err(e) => {
-                let e = e
-                    .with_context("id", &id)
-                    .with_context("provider", provider.provider_id());
-                let mut failures = lock(&self.inner.failures);
-                let count = failures
-                    .get(&id)
-                    .filter(|f| f.version == loaded.version())
-                    .map_or(0, |f| f.failures)
-                    + 1;
-                let retry_at = if e.is_temporary() {
-                    let delay = e
-                        .retry_after()
-                        .unwrap_or_default()
-                        .max(self.inner.policy.backoff(count));
-                    Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
-                } else {
-                    None
-                };
-                failures.insert(
-                    id.clone(),
-                    Failure {
-                        version: loaded.version(),
-                        retry_at,
-                        failures: count,
-                        error: e.clone(),
-                    },
-                );
-                drop(failures);
-                tracing::warn!(
-                    target: "hive_cred::store",
-                    id = %id,
-                    provider = provider.provider_id(),
-                    kind = %e.kind(),
-                    temporary = e.is_temporary(),
-                    failures = count,
-                    expired,
-                    "credential refresh failed"
-                );
-                self.emit_refresh(&id, AccessOutcome::Error(e.kind()), elapsed);
-                if !expired && !force {
-                    // Advisory window: the old credential is still valid (even after a
-                    // rejection, the access token works until it expires; expiry then
-                    // surfaces the error).
-                    return Ok(Arc::new(loaded));
+            Err(e) if e.kind() == ErrorKind::RefreshRejected && !force => {
+                // Before declaring the grant dead: did another process win a race and
+                // rotate the refresh token under us? Then adopt its credential.
+                if let Ok(Some(current)) = self.inner.storage.load(&id).await {
+                    if current.version() != loaded.version()
+                        && !current
+                            .needs_refresh_at(self.inner.clock.now(), self.inner.policy.window)
+                    {
+                        tracing::info!(target: "hive_cred::store", id = %id, "refresh rejected but another writer refreshed meanwhile; using its credential");
+                        let current = Arc::new(current);
+                        self.put_cache(&current, generation);
+                        return Ok(current);
+                    }
                 }
-                Err(e)
+                self.record_failure(loaded, provider, e, expired, force, now, elapsed)
             }
+            Err(e) => self.record_failure(loaded, provider, e, expired, force, now, elapsed),
         }
+    }
+
+    #[allow(clippy::too_many_arguments)] // internal: the pieces of one failed refresh
+    fn record_failure(
+        &self,
+        loaded: CredentialObject,
+        provider: &Arc<dyn CredentialProvider>,
+        e: Error,
+        expired: bool,
+        force: bool,
+        now: DateTime<Utc>,
+        elapsed: Duration,
+    ) -> Result<Arc<CredentialObject>> {
+        let id = loaded.id().clone();
+        let e = e
+            .with_context("id", &id)
+            .with_context("provider", provider.provider_id());
+        let mut failures = lock(&self.inner.failures);
+        let count = failures
+            .get(&id)
+            .filter(|f| f.version == loaded.version())
+            .map_or(0, |f| f.failures)
+            + 1;
+        let retry_at = if e.is_temporary() {
+            let delay = e
+                .retry_after()
+                .unwrap_or_default()
+                .max(self.inner.policy.backoff(count));
+            Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
+        } else {
+            None
+        };
+        failures.insert(
+            id.clone(),
+            Failure {
+                version: loaded.version(),
+                retry_at,
+                failures: count,
+                error: e.clone(),
+            },
+        );
+        drop(failures);
+        tracing::warn!(
+            target: "hive_cred::store",
+            id = %id,
+            provider = provider.provider_id(),
+            kind = %e.kind(),
+            temporary = e.is_temporary(),
+            failures = count,
+            expired,
+            "credential refresh failed"
+        );
+        self.emit_refresh(&id, AccessOutcome::Error(e.kind()), elapsed);
+        if !expired && !force {
+            // Advisory window: the old credential is still valid (even after a
+            // rejection, the access token works until it expires; expiry then
+            // surfaces the error).
+            return Ok(Arc::new(loaded));
+        }
+        Err(e)
     }
 
     fn emit_refresh(&self, id: &CredentialId, outcome: AccessOutcome, elapsed: Duration) {

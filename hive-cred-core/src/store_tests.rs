@@ -537,6 +537,7 @@ async fn save_conflict_after_refresh_adopts_the_other_writers_credential() {
         .times(1)
         .returning(|c| Err(Error::conflict(c.id(), "cas mismatch")));
     storage.expect_backend_name().return_const("mock");
+    storage.expect_lock().returning(|_, _| Ok(None));
     let mut p = mock_provider();
     p.expect_refresh()
         .times(1)
@@ -566,6 +567,7 @@ async fn failed_save_after_refresh_is_an_error_not_an_unsaved_token() {
         .expect_save()
         .returning(|_| Err(Error::unavailable("disk full")));
     storage.expect_backend_name().return_const("mock");
+    storage.expect_lock().returning(|_, _| Ok(None));
     let mut p = mock_provider();
     p.expect_refresh()
         .times(1)
@@ -777,89 +779,221 @@ async fn access_hook_sees_every_access_without_values() {
     assert_eq!(events[3].1.as_deref(), Some("access_token"));
 }
 
-/// A `MakeWriter` collecting everything tracing writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+/// MemoryStorage plus a per-credential lock, standing in for a storage shared by
+/// several processes (each `CredentialStore` below plays one process).
+#[derive(Debug, Default)]
+struct LockingMemory {
+    mem: MemoryStorage,
+    locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    lock_calls: AtomicUsize,
+}
 
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
+#[derive(Debug)]
+struct HeldGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
+#[async_trait]
+impl crate::LockRelease for HeldGuard {
+    async fn release(self: Box<Self>) -> Result<()> {
         Ok(())
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+#[async_trait]
+impl CredentialStorage for LockingMemory {
+    async fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
+        self.mem.load(id).await
+    }
+    async fn save(&self, c: &CredentialObject) -> Result<()> {
+        self.mem.save(c).await
+    }
+    async fn delete(&self, id: &CredentialId) -> Result<bool> {
+        self.mem.delete(id).await
+    }
+    async fn list(&self) -> Result<Vec<CredentialId>> {
+        self.mem.list().await
+    }
+    async fn lock(
+        &self,
+        id: &CredentialId,
+        options: &LockOptions,
+    ) -> Result<Option<crate::CredentialLock>> {
+        self.lock_calls.fetch_add(1, Ordering::SeqCst);
+        let m = self
+            .locks
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        match tokio::time::timeout(options.wait, m.lock_owned()).await {
+            Ok(g) => Ok(Some(crate::CredentialLock::new(id.clone(), HeldGuard(g)))),
+            Err(_) => Err(Error::unavailable(
+                "timed out waiting for the credential lock",
+            )),
+        }
     }
 }
 
-#[test]
-fn canary_never_in_debug_display_serde_errors_or_tracing() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .finish();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut outputs: Vec<String> = Vec::new();
-    tracing::subscriber::with_default(subscriber, || {
-        rt.block_on(async {
-            let calls = Arc::new(AtomicUsize::new(0));
-            let n = calls.clone();
-            let mut p = mock_provider();
-            p.expect_refresh().returning(move |c| {
-                if n.fetch_add(1, Ordering::SeqCst) == 0 {
-                    Ok(refreshed(c, CANARY, t0()))
-                } else {
-                    Err(Error::new(ErrorKind::RefreshRejected, "invalid_grant"))
-                }
-            });
-            let clock = Arc::new(ManualClock::new(t0()));
-            let store = CredentialStore::builder()
-                .storage(Arc::new(MemoryStorage::new()))
-                .provider(Arc::new(p))
+/// Rotates the refresh token on every refresh and revokes the family when a used one
+/// comes back (RFC 9700 reuse detection).
+#[derive(Debug)]
+struct StrictProvider {
+    current: Mutex<String>,
+    requests: AtomicUsize,
+    revoked: std::sync::atomic::AtomicBool,
+    now: DateTime<Utc>,
+}
+
+impl StrictProvider {
+    fn new() -> Self {
+        StrictProvider {
+            current: Mutex::new("rt-1".into()),
+            requests: AtomicUsize::new(0),
+            revoked: Default::default(),
+            now: t0(),
+        }
+    }
+}
+
+#[async_trait]
+impl CredentialProvider for StrictProvider {
+    fn provider_id(&self) -> &str {
+        "oauth2_provider"
+    }
+    async fn refresh(&self, c: &CredentialObject) -> Result<CredentialObject> {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::task::yield_now().await;
+        let presented = c
+            .get_key("refresh_token")
+            .map(|v| v.expose_secret().to_string());
+        let mut cur = self.current.lock().unwrap();
+        if self.revoked.load(Ordering::SeqCst) || presented.as_deref() != Some(cur.as_str()) {
+            self.revoked.store(true, Ordering::SeqCst);
+            return Err(Error::new(
+                ErrorKind::RefreshRejected,
+                "invalid_grant: refresh token reused; family revoked",
+            ));
+        }
+        *cur = format!("rt-{}", n + 1);
+        let mut fresh = refreshed(c, &format!("at-{n}"), self.now);
+        fresh.set_key("refresh_token", cur.as_str(), None).unwrap();
+        Ok(fresh)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_sharing_a_locking_storage_make_one_token_request() {
+    let storage = Arc::new(LockingMemory::default());
+    let provider = Arc::new(StrictProvider::new());
+    let clock = Arc::new(ManualClock::new(t0()));
+    let stores: Vec<CredentialStore> = (0..4)
+        .map(|_| {
+            CredentialStore::builder()
+                .storage(storage.clone())
+                .provider(provider.clone())
                 .clock(clock.clone())
                 .build()
-                .unwrap();
-            let mut c = oauth("gh", CANARY, t0() - chrono::Duration::seconds(1));
-            c.set_key("refresh_token", CANARY, None).unwrap();
-            outputs.push(format!("{c:?}"));
-            outputs.push(c.to_string());
-            outputs.push(serde_json::to_string(&c).unwrap());
-            outputs.push(serde_json::to_string(&c.metadata()).unwrap());
-            store.save(c).await.unwrap();
-            store.clear_cache();
-            let got = store.get("gh").await.unwrap();
-            outputs.push(format!("{got:?} {got} {store:?}"));
-            outputs.push(format!(
-                "{:?}",
-                store.get_key("gh", "access_token").await.unwrap()
-            ));
-            outputs.push(format!(
-                "{:?}",
-                store.resolve("x {{gh.access_token}}").await.unwrap()
-            ));
-            clock.advance(chrono::Duration::hours(2));
-            store.clear_cache();
-            let err = store.get("gh").await.unwrap_err();
-            outputs.push(format!("{err} {err:?}"));
+                .unwrap()
         })
-    });
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("refreshed credential"),
-        "tracing captured: {logs}"
-    );
-    outputs.push(logs);
-    for out in outputs {
-        assert!(!out.contains(CANARY), "secret leaked: {out}");
+        .collect();
+    stores[0]
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    for s in &stores {
+        s.clear_cache();
     }
+    let tasks: Vec<_> = stores
+        .iter()
+        .flat_map(|s| (0..50).map(move |_| s.clone()))
+        .map(|s| tokio::spawn(async move { s.get_key("gh", "access_token").await }))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().expose_secret(), "at-1");
+    }
+    assert_eq!(
+        provider.requests.load(Ordering::SeqCst),
+        1,
+        "one token request across all stores"
+    );
+    assert!(!provider.revoked.load(Ordering::SeqCst));
+    assert!(storage.lock_calls.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn rejection_after_a_lost_race_adopts_the_winners_credential() {
+    // No lock: store A refreshes; store B, which read the old version, gets invalid_grant
+    // and must adopt A's credential instead of declaring the grant dead.
+    let storage = Arc::new(MemoryStorage::new());
+    let provider = Arc::new(StrictProvider::new());
+    let clock = Arc::new(ManualClock::new(t0()));
+    let make = || {
+        CredentialStore::builder()
+            .storage(storage.clone())
+            .provider(provider.clone())
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (make(), make());
+    a.save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    let stale = storage.load(&"gh".parse().unwrap()).await.unwrap().unwrap();
+    a.clear_cache();
+    assert_eq!(
+        a.get_key("gh", "access_token")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "at-1"
+    );
+    // B refreshes with the stale copy (as if it had loaded before A saved).
+    let got = b
+        .refresh_with(
+            stale,
+            &(provider.clone() as Arc<dyn CredentialProvider>),
+            false,
+            b.generation(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "at-1");
+}
+
+#[tokio::test]
+async fn lock_timeout_is_unavailable() {
+    let storage = Arc::new(LockingMemory::default());
+    let provider = Arc::new(StrictProvider::new());
+    let store = CredentialStore::builder()
+        .storage(storage.clone())
+        .provider(provider.clone())
+        .clock(Arc::new(ManualClock::new(t0())))
+        .lock_options(LockOptions::default().with_wait(Duration::from_millis(20)))
+        .build()
+        .unwrap();
+    store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    store.clear_cache();
+    // Another "process" holds the lock.
+    let held = storage
+        .lock(&"gh".parse().unwrap(), &LockOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = store.get("gh").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert_eq!(err.context_value("operation"), Some("lock"));
+    assert_eq!(provider.requests.load(Ordering::SeqCst), 0);
+    held.release().await.unwrap();
+    assert_eq!(
+        store
+            .get_key("gh", "access_token")
+            .await
+            .unwrap()
+            .expose_secret(),
+        "at-1"
+    );
 }
