@@ -1,5 +1,6 @@
 //! Canary: a secret pushed through every output path of core never appears.
 //! Alone in its test binary so the global tracing subscriber sees every event.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
