@@ -11,6 +11,7 @@ use futures::future::{BoxFuture, Shared};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::clock::{Clock, SystemClock};
+use crate::credential::validate_key_name;
 use crate::credential::{CredentialObject, DEFAULT_REFRESH_WINDOW};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hook::{AccessEvent, AccessHook, AccessOperation, AccessOutcome};
@@ -18,7 +19,7 @@ use crate::id::{self, CredentialId};
 use crate::lock::LockOptions;
 use crate::provider::CredentialProvider;
 use crate::storage::CredentialStorage;
-use crate::template::{Segment, segments};
+use crate::template::{Segment, bad_placeholder, parse_placeholder, segments_unchecked};
 
 /// The default cache TTL: 300 s.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -442,34 +443,41 @@ impl CredentialStore {
     /// Fills `{{id.key}}` and `{{id}}` placeholders (see [`Template`](crate::Template)).
     /// Unknown ids or keys are errors naming them.
     pub async fn resolve(&self, template: &str) -> Result<SecretString> {
-        let mut out = String::with_capacity(template.len() + 32);
-        for seg in segments(template) {
+        // Pass 1 looks every placeholder up and sizes the output; pass 2 writes it into a
+        // buffer of exactly that size. Besides saving reallocations, this means the
+        // secret is never copied by a growing buffer into freed, un-zeroized memory.
+        // Placeholders are validated only when a lookup misses: a cached id is valid.
+        let mut first: Option<Arc<CredentialObject>> = None;
+        let mut rest: Vec<Arc<CredentialObject>> = Vec::new();
+        let mut len = 0usize;
+        for seg in segments_unchecked(template) {
             match seg? {
-                Segment::Literal(s) => out.push_str(s),
+                Segment::Literal(s) => len += s.len(),
                 Segment::Placeholder { id, key } => {
                     let started = (!self.inner.hooks.is_empty()).then(Instant::now);
+                    let body = || match key {
+                        Some(k) => format!("{id}.{k}"),
+                        None => id.to_string(),
+                    };
                     let cred = match self.cached(id) {
                         Some(c) => c,
-                        None => self.fetch(id, false).await?.0,
-                    };
-                    let value = match key {
-                        Some(k) => cred.get_key(k).ok_or_else(|| Error::key_not_found(id, k))?,
                         None => {
-                            let mut keys = cred.keys();
-                            match (keys.next(), keys.next()) {
-                                (Some(only), None) => only.value(),
-                                _ => {
-                                    return Err(Error::invalid_input(format!(
-                                        "placeholder {{{{{id}}}}} needs a key name: the credential has {} keys; write {{{{{id}.KEY}}}}",
-                                        cred.keys().len()
-                                    ))
-                                    .with_context("id", id));
-                                }
-                            }
+                            parse_placeholder(&body())?;
+                            self.fetch(id, false).await?.0
                         }
                     };
-                    // EXPOSE: the resolved template is returned as a SecretString.
-                    out.push_str(value.expose_secret());
+                    let value = match key {
+                        Some(k) => cred.get_key(k).ok_or_else(|| {
+                            if validate_key_name(k).is_err() {
+                                bad_placeholder(&body())
+                            } else {
+                                Error::key_not_found(id, k)
+                            }
+                        })?,
+                        None => single_value(&cred, id)?,
+                    };
+                    // EXPOSE: only the length is read here.
+                    len += value.expose_secret().len();
                     if let Some(started) = started {
                         self.emit(
                             id,
@@ -479,9 +487,33 @@ impl CredentialStore {
                             started,
                         );
                     }
+                    if first.is_none() {
+                        first = Some(cred);
+                    } else {
+                        rest.push(cred);
+                    }
                 }
             }
         }
+        let mut out = String::with_capacity(len);
+        let mut creds = first.into_iter().chain(rest);
+        for seg in segments_unchecked(template) {
+            match seg? {
+                Segment::Literal(s) => out.push_str(s),
+                Segment::Placeholder { id, key } => {
+                    let cred = creds.next().ok_or_else(|| {
+                        Error::new(ErrorKind::Unexpected, "template changed between passes")
+                    })?;
+                    let value = match key {
+                        Some(k) => cred.get_key(k).ok_or_else(|| Error::key_not_found(id, k))?,
+                        None => single_value(&cred, id)?,
+                    };
+                    // EXPOSE: the resolved template is returned as a SecretString.
+                    out.push_str(value.expose_secret());
+                }
+            }
+        }
+        debug_assert_eq!(out.len(), out.capacity());
         Ok(SecretString::from(out))
     }
 
@@ -919,6 +951,19 @@ impl CredentialStore {
         };
         self.emit(id, key, op, outcome, started);
         trace_result(op.as_str(), id, outcome, started);
+    }
+}
+
+/// The value of a credential's only key, for `{{id}}` placeholders.
+fn single_value<'c>(cred: &'c CredentialObject, id: &str) -> Result<&'c SecretString> {
+    let mut keys = cred.keys();
+    match (keys.next(), keys.next()) {
+        (Some(only), None) => Ok(only.value()),
+        _ => Err(Error::invalid_input(format!(
+            "placeholder {{{{{id}}}}} needs a key name: the credential has {} keys; write {{{{{id}.KEY}}}}",
+            cred.keys().len()
+        ))
+        .with_context("id", id)),
     }
 }
 

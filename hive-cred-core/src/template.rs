@@ -23,12 +23,25 @@ pub(crate) enum Segment<'a> {
 pub(crate) struct Segments<'a> {
     rest: &'a str,
     failed: bool,
+    checked: bool,
 }
 
+/// Segments with every placeholder validated.
 pub(crate) fn segments(template: &str) -> Segments<'_> {
     Segments {
         rest: template,
         failed: false,
+        checked: true,
+    }
+}
+
+/// Segments whose placeholders are split but not validated: for the resolve hot path,
+/// which validates only when a lookup misses (see [`parse_placeholder`]).
+pub(crate) fn segments_unchecked(template: &str) -> Segments<'_> {
+    Segments {
+        rest: template,
+        failed: false,
+        checked: false,
     }
 }
 
@@ -50,6 +63,15 @@ impl<'a> Iterator for Segments<'a> {
                 };
                 let body = body_and_rest[..end].trim();
                 self.rest = &body_and_rest[end + 2..];
+                if !self.checked {
+                    return Some(Ok(match body.rsplit_once('.') {
+                        Some((id, key)) => Segment::Placeholder { id, key: Some(key) },
+                        None => Segment::Placeholder {
+                            id: body,
+                            key: None,
+                        },
+                    }));
+                }
                 Some(parse_placeholder(body).inspect_err(|_| self.failed = true))
             }
             Some(start) => {
@@ -83,7 +105,7 @@ fn find_pair(s: &str, c: u8) -> Option<usize> {
     None
 }
 
-fn parse_placeholder(body: &str) -> Result<Segment<'_>> {
+pub(crate) fn parse_placeholder(body: &str) -> Result<Segment<'_>> {
     if !body.contains('.') && id::validate(body).is_ok() {
         return Ok(Segment::Placeholder {
             id: body,
@@ -102,7 +124,7 @@ fn parse_placeholder(body: &str) -> Result<Segment<'_>> {
     })
 }
 
-fn bad_placeholder(body: &str) -> Error {
+pub(crate) fn bad_placeholder(body: &str) -> Error {
     let shown: String = body.chars().take(60).collect();
     Error::invalid_input(format!(
         "template placeholder {{{{{shown}}}}} is not of the form {{{{credential_id.key}}}} or {{{{credential_id}}}}"
