@@ -1,1 +1,17 @@
-//! Placeholder: filled by its issue.
+#![doc = include_str!("../README.md")]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod config;
+mod error;
+mod preset;
+mod provider;
+mod response;
+mod spec;
+mod transport;
+
+pub use config::{AuthStyle, DEFAULT_LIFETIME, DEFAULT_TIMEOUT, OAuth2Config};
+pub use preset::{MICROSOFT_DEFAULT_TENANT, Preset};
+pub use provider::{
+    ACCESS_TOKEN, OAuth2Provider, REFRESH_TOKEN, SCOPE_METADATA, TOKEN_TYPE_METADATA,
+};
+pub use spec::OAuth2ProviderSpec;
