@@ -1,1 +1,15 @@
-//! Placeholder: filled by its issue.
+#![doc = include_str!("../README.md")]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod config;
+mod error;
+mod record;
+mod session;
+mod storage;
+
+pub use config::{
+    DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PATH_PREFIX, DEFAULT_TIMEOUT, VaultAuth,
+    VaultConfig,
+};
+pub use record::{LAYOUT_VERSION, META_FIELD};
+pub use storage::VaultStorage;

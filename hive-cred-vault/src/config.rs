@@ -1,0 +1,525 @@
+//! [`VaultConfig`]: where the Vault server is, how to log in, where credentials live.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hive_cred_core::{Error, Result, SecretString};
+use url::Url;
+
+/// Default KV v2 mount.
+pub const DEFAULT_MOUNT: &str = "secret";
+/// Default path prefix under the mount.
+pub const DEFAULT_PATH_PREFIX: &str = "hive/credentials";
+/// Default AppRole auth mount.
+pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
+/// Default timeout of one HTTP request to Vault.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How [`VaultStorage`](crate::VaultStorage) authenticates.
+///
+/// Debug never prints the token, role id or secret id.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum VaultAuth {
+    /// A Vault token. If it is renewable it is renewed in the background.
+    Token(SecretString),
+    /// AppRole login (`auth/{approle_mount}/login`). The resulting token is renewed while
+    /// it can be, and the login is redone when it cannot.
+    AppRole {
+        /// The role id.
+        role_id: SecretString,
+        /// The secret id.
+        secret_id: SecretString,
+    },
+}
+
+impl VaultAuth {
+    /// Token authentication.
+    pub fn token(token: impl Into<SecretString>) -> Self {
+        VaultAuth::Token(token.into())
+    }
+
+    /// AppRole authentication.
+    pub fn approle(role_id: impl Into<SecretString>, secret_id: impl Into<SecretString>) -> Self {
+        VaultAuth::AppRole {
+            role_id: role_id.into(),
+            secret_id: secret_id.into(),
+        }
+    }
+
+    /// `"token"` or `"approle"`, for logs.
+    pub fn method(&self) -> &'static str {
+        match self {
+            VaultAuth::Token(_) => "token",
+            VaultAuth::AppRole { .. } => "approle",
+        }
+    }
+}
+
+impl fmt::Debug for VaultAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VaultAuth::Token(_) => f.write_str("Token([REDACTED])"),
+            VaultAuth::AppRole { .. } => f
+                .debug_struct("AppRole")
+                .field("role_id", &"[REDACTED]")
+                .field("secret_id", &"[REDACTED]")
+                .finish(),
+        }
+    }
+}
+
+/// Configuration of a [`VaultStorage`](crate::VaultStorage).
+///
+/// ```
+/// use std::time::Duration;
+/// use hive_cred_vault::{VaultAuth, VaultConfig};
+///
+/// let config = VaultConfig::new("https://vault.example.com:8200", VaultAuth::token("s.xxxx"))?
+///     .with_mount("kv")?
+///     .with_path_prefix("agents/prod")?
+///     .with_timeout(Duration::from_secs(5));
+/// assert_eq!(config.kv_path("github"), "kv/data/agents/prod/github");
+/// assert!(!format!("{config:?}").contains("s.xxxx"));
+/// # Ok::<(), hive_cred_core::Error>(())
+/// ```
+///
+/// # Default
+/// - mount: `secret` ([`DEFAULT_MOUNT`])
+/// - path prefix: `hive/credentials` ([`DEFAULT_PATH_PREFIX`])
+/// - namespace: none
+/// - CA certificate: none (the system roots that rustls knows)
+/// - AppRole mount: `approle`
+/// - request timeout: 10 s ([`DEFAULT_TIMEOUT`])
+/// - token renewal: on
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct VaultConfig {
+    pub(crate) address: Url,
+    pub(crate) auth: VaultAuth,
+    pub(crate) mount: String,
+    pub(crate) path_prefix: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) ca_cert: Option<PathBuf>,
+    pub(crate) approle_mount: String,
+    pub(crate) timeout: Duration,
+    pub(crate) renew: bool,
+}
+
+impl fmt::Debug for VaultConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultConfig")
+            .field("address", &self.address.as_str())
+            .field("auth", &self.auth)
+            .field("mount", &self.mount)
+            .field("path_prefix", &self.path_prefix)
+            .field("namespace", &self.namespace)
+            .field("ca_cert", &self.ca_cert)
+            .field("approle_mount", &self.approle_mount)
+            .field("timeout", &self.timeout)
+            .field("renew", &self.renew)
+            .finish()
+    }
+}
+
+impl VaultConfig {
+    /// A configuration for the server at `address` (`http://` or `https://`).
+    ///
+    /// Fails with `ErrorKind::Config` when the address is not such a URL.
+    pub fn new(address: &str, auth: VaultAuth) -> Result<Self> {
+        Ok(VaultConfig {
+            address: parse_address(address)?,
+            auth,
+            mount: DEFAULT_MOUNT.to_owned(),
+            path_prefix: DEFAULT_PATH_PREFIX.to_owned(),
+            namespace: None,
+            ca_cert: None,
+            approle_mount: DEFAULT_APPROLE_MOUNT.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            renew: true,
+        })
+    }
+
+    /// Reads the configuration from the process environment. See
+    /// [`from_lookup`](Self::from_lookup) for the variables.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (a variable name to its value; empty
+    /// values count as unset):
+    ///
+    /// | variable | fallback | meaning |
+    /// |---|---|---|
+    /// | `HIVE_VAULT_ADDR` | `VAULT_ADDR` | server URL (required) |
+    /// | `HIVE_VAULT_TOKEN` | `VAULT_TOKEN` | token (required unless AppRole) |
+    /// | `HIVE_VAULT_ROLE_ID`, `HIVE_VAULT_SECRET_ID` | | AppRole login (both, wins over a token) |
+    /// | `HIVE_VAULT_APPROLE_MOUNT` | | AppRole mount, default `approle` |
+    /// | `HIVE_VAULT_PATH` | | path prefix, default `hive/credentials` |
+    /// | `HIVE_VAULT_MOUNT` | | KV v2 mount, default `secret` |
+    /// | `HIVE_VAULT_NAMESPACE` | `VAULT_NAMESPACE` | Vault Enterprise / OpenBao namespace |
+    /// | `HIVE_VAULT_CACERT` | `VAULT_CACERT` | PEM file of the CA to trust |
+    /// | `HIVE_VAULT_TIMEOUT` | | request timeout: `10`, `10s` or `500ms` |
+    ///
+    /// A missing address or missing credentials is an `ErrorKind::Config` error that
+    /// names the variables to set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let get2 = |name: &str, fallback: &str| get(name).or_else(|| get(fallback));
+
+        let address = get2("HIVE_VAULT_ADDR", "VAULT_ADDR").ok_or_else(|| {
+            Error::config(
+                "Vault address is not set: set HIVE_VAULT_ADDR (or VAULT_ADDR), e.g. https://vault.example.com:8200",
+            )
+        })?;
+        let role_id = get("HIVE_VAULT_ROLE_ID");
+        let secret_id = get("HIVE_VAULT_SECRET_ID");
+        let auth = match (role_id, secret_id) {
+            (Some(role_id), Some(secret_id)) => VaultAuth::approle(role_id, secret_id),
+            (Some(_), None) => {
+                return Err(Error::config(
+                    "HIVE_VAULT_ROLE_ID is set but HIVE_VAULT_SECRET_ID is not: AppRole login needs both",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    "HIVE_VAULT_SECRET_ID is set but HIVE_VAULT_ROLE_ID is not: AppRole login needs both",
+                ));
+            }
+            (None, None) => match get2("HIVE_VAULT_TOKEN", "VAULT_TOKEN") {
+                Some(token) => VaultAuth::token(token),
+                None => {
+                    return Err(Error::config(
+                        "no Vault credentials: set HIVE_VAULT_TOKEN (or VAULT_TOKEN), or HIVE_VAULT_ROLE_ID and HIVE_VAULT_SECRET_ID for AppRole",
+                    ));
+                }
+            },
+        };
+        let mut config = VaultConfig::new(address.trim(), auth)
+            .map_err(|e| e.with_message_prefix("HIVE_VAULT_ADDR / VAULT_ADDR"))?;
+        if let Some(mount) = get("HIVE_VAULT_MOUNT") {
+            config = config
+                .with_mount(&mount)
+                .map_err(|e| e.with_message_prefix("HIVE_VAULT_MOUNT"))?;
+        }
+        if let Some(prefix) = lookup("HIVE_VAULT_PATH") {
+            config = config
+                .with_path_prefix(&prefix)
+                .map_err(|e| e.with_message_prefix("HIVE_VAULT_PATH"))?;
+        }
+        if let Some(ns) = get2("HIVE_VAULT_NAMESPACE", "VAULT_NAMESPACE") {
+            config = config.with_namespace(ns.trim());
+        }
+        if let Some(ca) = get2("HIVE_VAULT_CACERT", "VAULT_CACERT") {
+            config = config.with_ca_cert(ca.trim());
+        }
+        if let Some(mount) = get("HIVE_VAULT_APPROLE_MOUNT") {
+            config.approle_mount = validate_path(&mount, false)
+                .map_err(|e| e.with_message_prefix("HIVE_VAULT_APPROLE_MOUNT"))?;
+        }
+        if let Some(t) = get("HIVE_VAULT_TIMEOUT") {
+            config.timeout = parse_timeout(&t)?;
+        }
+        Ok(config)
+    }
+
+    /// The KV v2 mount (default `secret`). Fails with `ErrorKind::Config` on an empty
+    /// path, `.`/`..` segments or characters outside `A-Za-z0-9_.-/`.
+    pub fn with_mount(mut self, mount: &str) -> Result<Self> {
+        self.mount = validate_path(mount, false)?;
+        Ok(self)
+    }
+
+    /// The path prefix under the mount (default `hive/credentials`; may be empty).
+    /// Leading and trailing `/` are ignored. Fails with `ErrorKind::Config` on `.`/`..`
+    /// segments, empty segments or characters outside `A-Za-z0-9_.-/`.
+    pub fn with_path_prefix(mut self, prefix: &str) -> Result<Self> {
+        self.path_prefix = validate_path(prefix, true)?;
+        Ok(self)
+    }
+
+    /// The Vault Enterprise / OpenBao namespace (header `X-Vault-Namespace`).
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// A PEM file with the CA certificate to trust for `https://` addresses.
+    pub fn with_ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert = Some(path.into());
+        self
+    }
+
+    /// The AppRole auth mount (default `approle`).
+    pub fn with_approle_mount(mut self, mount: &str) -> Result<Self> {
+        self.approle_mount = validate_path(mount, false)?;
+        Ok(self)
+    }
+
+    /// The timeout of one HTTP request (default 10 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether a renewable token is renewed in the background (default `true`).
+    pub fn with_token_renewal(mut self, renew: bool) -> Self {
+        self.renew = renew;
+        self
+    }
+
+    /// The server address.
+    pub fn address(&self) -> &str {
+        self.address.as_str()
+    }
+
+    /// The KV v2 mount.
+    pub fn mount(&self) -> &str {
+        &self.mount
+    }
+
+    /// The path prefix under the mount.
+    pub fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The authentication method.
+    pub fn auth(&self) -> &VaultAuth {
+        &self.auth
+    }
+
+    /// The secret's path below the mount: `{prefix}/{id}`.
+    pub(crate) fn secret_path(&self, id: &str) -> String {
+        if self.path_prefix.is_empty() {
+            id.to_owned()
+        } else {
+            format!("{}/{id}", self.path_prefix)
+        }
+    }
+
+    /// The full KV v2 data path of a credential, `{mount}/data/{prefix}/{id}`, as it shows
+    /// in Vault's audit log and policies.
+    pub fn kv_path(&self, id: &str) -> String {
+        format!("{}/data/{}", self.mount, self.secret_path(id))
+    }
+
+    /// The full KV v2 metadata path of a credential, `{mount}/metadata/{prefix}/{id}`.
+    pub fn kv_metadata_path(&self, id: &str) -> String {
+        format!("{}/metadata/{}", self.mount, self.secret_path(id))
+    }
+}
+
+fn parse_address(address: &str) -> Result<Url> {
+    let url = Url::parse(address).map_err(|e| {
+        Error::config(format!(
+            "invalid Vault address {address:?}: {e}; expected a URL like https://vault.example.com:8200"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(Error::config(format!(
+            "invalid Vault address {address:?}: expected an http:// or https:// URL with a host"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::config(
+            "invalid Vault address: it must not carry user credentials; use a token or AppRole",
+        ));
+    }
+    Ok(url)
+}
+
+fn validate_path(raw: &str, allow_empty: bool) -> Result<String> {
+    let trimmed = raw.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return if allow_empty {
+            Ok(String::new())
+        } else {
+            Err(Error::config("Vault path must not be empty"))
+        };
+    }
+    for segment in trimmed.split('/') {
+        let ok = !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !ok {
+            return Err(Error::config(format!(
+                "invalid Vault path {trimmed:?}: segments must be non-empty, not '.' or '..', and use only A-Z, a-z, 0-9, '_', '-', '.'"
+            )));
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn parse_timeout(raw: &str) -> Result<Duration> {
+    let raw = raw.trim();
+    let parsed = if let Some(ms) = raw.strip_suffix("ms") {
+        ms.trim().parse::<u64>().ok().map(Duration::from_millis)
+    } else {
+        raw.strip_suffix('s')
+            .unwrap_or(raw)
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+    };
+    match parsed {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::config(format!(
+            "invalid HIVE_VAULT_TIMEOUT {raw:?}: expected a positive number of seconds (`10`, `10s`) or milliseconds (`500ms`)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hive_cred_core::{ErrorKind, ExposeSecret};
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn hive_names_win_over_standard_names() {
+        let c = VaultConfig::from_lookup(lookup(&[
+            ("HIVE_VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("VAULT_ADDR", "http://127.0.0.1:9999"),
+            ("HIVE_VAULT_TOKEN", "hive-token"),
+            ("VAULT_TOKEN", "std-token"),
+            ("HIVE_VAULT_NAMESPACE", "team"),
+            ("VAULT_NAMESPACE", "other"),
+        ]))
+        .unwrap();
+        assert_eq!(c.address(), "http://127.0.0.1:8200/");
+        match c.auth() {
+            VaultAuth::Token(t) => assert_eq!(t.expose_secret(), "hive-token"),
+            other => panic!("unexpected auth {other:?}"),
+        }
+        assert_eq!(c.namespace.as_deref(), Some("team"));
+        assert_eq!(c.mount(), "secret");
+        assert_eq!(c.path_prefix(), "hive/credentials");
+        assert_eq!(c.timeout(), Duration::from_secs(10));
+        assert_eq!(c.kv_path("gh"), "secret/data/hive/credentials/gh");
+        assert_eq!(
+            c.kv_metadata_path("gh"),
+            "secret/metadata/hive/credentials/gh"
+        );
+    }
+
+    #[test]
+    fn standard_names_are_the_fallback() {
+        let c = VaultConfig::from_lookup(lookup(&[
+            ("VAULT_ADDR", "https://vault.internal:8200"),
+            ("VAULT_TOKEN", "std-token"),
+            ("VAULT_CACERT", "/etc/ca.pem"),
+            ("HIVE_VAULT_TOKEN", ""),
+        ]))
+        .unwrap();
+        assert_eq!(c.address(), "https://vault.internal:8200/");
+        assert_eq!(c.ca_cert, Some(PathBuf::from("/etc/ca.pem")));
+        match c.auth() {
+            VaultAuth::Token(t) => assert_eq!(t.expose_secret(), "std-token"),
+            other => panic!("unexpected auth {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_address_or_credentials_names_the_variables() {
+        let err = VaultConfig::from_lookup(lookup(&[("HIVE_VAULT_TOKEN", "t")])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("HIVE_VAULT_ADDR"), "{err}");
+        assert!(err.message().contains("VAULT_ADDR"), "{err}");
+
+        let err = VaultConfig::from_lookup(lookup(&[("HIVE_VAULT_ADDR", "http://127.0.0.1:1")]))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        for var in [
+            "HIVE_VAULT_TOKEN",
+            "VAULT_TOKEN",
+            "HIVE_VAULT_ROLE_ID",
+            "HIVE_VAULT_SECRET_ID",
+        ] {
+            assert!(err.message().contains(var), "{var} missing from {err}");
+        }
+
+        let err = VaultConfig::from_lookup(lookup(&[
+            ("HIVE_VAULT_ADDR", "http://127.0.0.1:1"),
+            ("HIVE_VAULT_ROLE_ID", "r"),
+        ]))
+        .unwrap_err();
+        assert!(err.message().contains("HIVE_VAULT_SECRET_ID"), "{err}");
+    }
+
+    #[test]
+    fn approle_wins_over_token_and_options_parse() {
+        let c = VaultConfig::from_lookup(lookup(&[
+            ("HIVE_VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("VAULT_TOKEN", "ambient-token"),
+            ("HIVE_VAULT_ROLE_ID", "role-1"),
+            ("HIVE_VAULT_SECRET_ID", "secret-1"),
+            ("HIVE_VAULT_APPROLE_MOUNT", "/approle-agents/"),
+            ("HIVE_VAULT_MOUNT", "kv"),
+            ("HIVE_VAULT_PATH", "/agents/prod/"),
+            ("HIVE_VAULT_TIMEOUT", "750ms"),
+        ]))
+        .unwrap();
+        assert_eq!(c.auth().method(), "approle");
+        assert_eq!(c.approle_mount, "approle-agents");
+        assert_eq!(c.kv_path("x"), "kv/data/agents/prod/x");
+        assert_eq!(c.timeout(), Duration::from_millis(750));
+        let debug = format!("{c:?}");
+        for secret in ["role-1", "secret-1", "ambient-token"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_config_errors() {
+        for (var, value) in [
+            ("HIVE_VAULT_ADDR", "vault.example.com"),
+            ("HIVE_VAULT_ADDR", "ftp://vault"),
+            ("HIVE_VAULT_PATH", "a/../b"),
+            ("HIVE_VAULT_PATH", "a//b"),
+            ("HIVE_VAULT_PATH", "a b"),
+            ("HIVE_VAULT_MOUNT", "."),
+            ("HIVE_VAULT_TIMEOUT", "0"),
+            ("HIVE_VAULT_TIMEOUT", "ten"),
+        ] {
+            let mut vars = vec![
+                ("HIVE_VAULT_ADDR", "http://127.0.0.1:8200"),
+                ("HIVE_VAULT_TOKEN", "t"),
+            ];
+            vars.retain(|(k, _)| *k != var);
+            vars.push((var, value));
+            let err = VaultConfig::from_lookup(lookup(&vars))
+                .expect_err(&format!("{var}={value} must fail"));
+            assert_eq!(err.kind(), ErrorKind::Config, "{var}={value}: {err}");
+        }
+        let err =
+            VaultConfig::new("http://user:pw@127.0.0.1:8200", VaultAuth::token("t")).unwrap_err();
+        assert!(!err.to_string().contains("pw"));
+    }
+
+    #[test]
+    fn empty_prefix_puts_credentials_at_the_mount_root() {
+        let c = VaultConfig::new("http://127.0.0.1:8200", VaultAuth::token("t"))
+            .unwrap()
+            .with_path_prefix("/")
+            .unwrap();
+        assert_eq!(c.kv_path("gh"), "secret/data/gh");
+    }
+}

@@ -1,0 +1,269 @@
+//! [`VaultStorage`]: the [`CredentialStorage`] over Vault / OpenBao KV v2.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use hive_cred_core::{CredentialId, CredentialObject, CredentialStorage, Error, ErrorKind, Result};
+use vaultrs::api::kv2::requests::{
+    DeleteSecretMetadataRequest, ListSecretsRequest, ReadSecretMetadataRequest, ReadSecretRequest,
+    SetSecretRequest, SetSecretRequestOptions,
+};
+use vaultrs::api::kv2::responses::ReadSecretMetadataResponse;
+
+use crate::config::VaultConfig;
+use crate::error::{Op, map_error};
+use crate::record;
+use crate::session::{Inner, TaskGuard};
+
+/// Credentials in HashiCorp Vault or OpenBao, one KV v2 secret per credential.
+///
+/// - A credential lives at `{mount}/data/{prefix}/{id}`; its data holds one string field
+///   per key and the non-secret metadata in the field `hive.meta`.
+/// - The KV version is the credential's version; `save` sends `cas=version`, so a save
+///   based on a stale read fails with `ErrorKind::Conflict` instead of overwriting.
+/// - `delete` deletes the secret's metadata: **all versions are destroyed** and the id
+///   disappears from `list`; the old values cannot be undeleted.
+/// - `exists` and `delete` read only KV metadata, never values.
+/// - Nothing is written to the local disk; the only cache is `CredentialStore`'s
+///   in-memory one.
+///
+/// Cloning is cheap and shares the client and token. The background token renewal
+/// stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct VaultStorage {
+    inner: Arc<Inner>,
+    _renewal: Option<Arc<TaskGuard>>,
+}
+
+impl fmt::Debug for VaultStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.inner.config;
+        f.debug_struct("VaultStorage")
+            .field("address", &c.address())
+            .field("mount", &c.mount())
+            .field("path_prefix", &c.path_prefix())
+            .field("auth", &c.auth().method())
+            .field("token_expires_in", &self.inner.token_expires_in())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultStorage {
+    /// Connects with the configuration from the environment ([`VaultConfig::from_env`]).
+    pub async fn from_env() -> Result<Self> {
+        Self::new(VaultConfig::from_env()?).await
+    }
+
+    /// Connects and authenticates: looks the token up (to learn its TTL) or logs in
+    /// with AppRole. Fails with `PermissionDenied` for a rejected token or AppRole
+    /// credentials, `Unavailable` when the server cannot be reached, `Config` for a bad
+    /// CA certificate. Must be called inside a Tokio runtime with timers enabled; a
+    /// renewable token is renewed by a task on that runtime.
+    pub async fn new(config: VaultConfig) -> Result<Self> {
+        let (inner, guard) = Inner::connect(config).await?;
+        tracing::debug!(
+            backend = "vault",
+            address = inner.config.address(),
+            mount = inner.config.mount(),
+            prefix = inner.config.path_prefix(),
+            auth = inner.config.auth().method(),
+            "connected to Vault"
+        );
+        Ok(VaultStorage {
+            inner,
+            _renewal: guard.map(Arc::new),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &VaultConfig {
+        &self.inner.config
+    }
+
+    fn op<'a>(&'a self, name: &'static str, path: &'a str) -> Op<'a> {
+        Op {
+            name,
+            path,
+            address: self.inner.config.address(),
+        }
+    }
+
+    /// Reads the KV metadata of `id`; `None` when there is none.
+    async fn read_metadata(
+        &self,
+        id: &CredentialId,
+        op: &'static str,
+    ) -> Result<Option<ReadSecretMetadataResponse>> {
+        let config = &self.inner.config;
+        let path = config.kv_metadata_path(id.as_str());
+        let request = ReadSecretMetadataRequest::builder()
+            .mount(config.mount())
+            .path(config.secret_path(id.as_str()))
+            .build()
+            .map_err(request_error)?;
+        let client = self.inner.client().await?;
+        match vaultrs::api::exec_with_result(&*client, request).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) => absent_or(map_error(e, self.op(op, &path)), id),
+        }
+    }
+}
+
+/// The current version is live (not soft-deleted, not destroyed).
+fn current_is_live(meta: &ReadSecretMetadataResponse) -> bool {
+    meta.versions
+        .get(&meta.current_version.to_string())
+        .is_some_and(|v| v.deletion_time.is_empty() && !v.destroyed)
+}
+
+fn absent_or<T>(err: Error, id: &CredentialId) -> Result<Option<T>> {
+    if err.kind() == ErrorKind::NotFound {
+        Ok(None)
+    } else {
+        Err(err.with_context("id", id))
+    }
+}
+
+fn request_error(e: impl fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Unexpected,
+        format!("could not build a Vault request: {e}"),
+    )
+}
+
+#[async_trait]
+impl CredentialStorage for VaultStorage {
+    async fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
+        let config = &self.inner.config;
+        let path = config.kv_path(id.as_str());
+        let request = ReadSecretRequest::builder()
+            .mount(config.mount())
+            .path(config.secret_path(id.as_str()))
+            .build()
+            .map_err(request_error)?;
+        let client = self.inner.client().await?;
+        let response = match vaultrs::api::exec_with_result(&*client, request).await {
+            Ok(r) => r,
+            Err(e) => return absent_or(map_error(e, self.op("load", &path)), id),
+        };
+        if response.data.is_null() || response.metadata.destroyed {
+            return Ok(None);
+        }
+        let version = response.metadata.version;
+        let credential =
+            record::decode(id, response.data, version, &response.metadata.created_time).map_err(
+                |e| {
+                    e.with_context("id", id)
+                        .with_context("backend", "vault")
+                        .with_context("path", &path)
+                },
+            )?;
+        tracing::debug!(backend = "vault", id = %id, version, "loaded credential from Vault");
+        Ok(Some(credential))
+    }
+
+    async fn save(&self, credential: &CredentialObject) -> Result<()> {
+        let config = &self.inner.config;
+        let id = credential.id();
+        let path = config.kv_path(id.as_str());
+        let cas = u32::try_from(credential.version()).map_err(|_| {
+            Error::invalid_input(format!(
+                "credential version {} is beyond what Vault's check-and-set accepts",
+                credential.version()
+            ))
+            .with_context("id", id)
+        })?;
+        let data = record::encode(credential)?;
+        let request = SetSecretRequest::builder()
+            .mount(config.mount())
+            .path(config.secret_path(id.as_str()))
+            .data(data)
+            .options(SetSecretRequestOptions { cas })
+            .build()
+            .map_err(request_error)?;
+        let client = self.inner.client().await?;
+        let written = vaultrs::api::exec_with_result(&*client, request)
+            .await
+            .map_err(|e| {
+                let err = map_error(e, self.op("save", &path)).with_context("id", id);
+                if err.kind() == ErrorKind::Conflict {
+                    err.with_context("expected_version", cas)
+                } else {
+                    err
+                }
+            })?;
+        tracing::debug!(backend = "vault", id = %id, version = written.version, "saved credential to Vault");
+        Ok(())
+    }
+
+    async fn delete(&self, id: &CredentialId) -> Result<bool> {
+        let Some(meta) = self.read_metadata(id, "delete").await? else {
+            return Ok(false);
+        };
+        let live = current_is_live(&meta);
+        let config = &self.inner.config;
+        let path = config.kv_metadata_path(id.as_str());
+        let request = DeleteSecretMetadataRequest::builder()
+            .mount(config.mount())
+            .path(config.secret_path(id.as_str()))
+            .build()
+            .map_err(request_error)?;
+        let client = self.inner.client().await?;
+        vaultrs::api::exec_with_empty(&*client, request)
+            .await
+            .map_err(|e| map_error(e, self.op("delete", &path)).with_context("id", id))?;
+        tracing::debug!(backend = "vault", id = %id, "deleted credential and all its versions from Vault");
+        Ok(live)
+    }
+
+    async fn list(&self) -> Result<Vec<CredentialId>> {
+        let config = &self.inner.config;
+        let path = format!("{}/metadata/{}", config.mount(), config.path_prefix());
+        let request = ListSecretsRequest::builder()
+            .mount(config.mount())
+            .path(config.path_prefix())
+            .build()
+            .map_err(request_error)?;
+        let client = self.inner.client().await?;
+        let keys = match vaultrs::api::exec_with_result(&*client, request).await {
+            Ok(r) => r.keys,
+            Err(e) => {
+                let err = map_error(e, self.op("list", &path));
+                return if err.kind() == ErrorKind::NotFound {
+                    Ok(Vec::new())
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let mut ids = Vec::with_capacity(keys.len());
+        for key in keys {
+            // Folders (`sub/`) below the prefix are not credentials.
+            if key.ends_with('/') {
+                continue;
+            }
+            match CredentialId::new(&key) {
+                Ok(id) => ids.push(id),
+                Err(_) => tracing::warn!(
+                    backend = "vault",
+                    path = %path,
+                    key = %key,
+                    "ignoring a Vault secret whose name is not a valid credential id"
+                ),
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn exists(&self, id: &CredentialId) -> Result<bool> {
+        Ok(self
+            .read_metadata(id, "exists")
+            .await?
+            .is_some_and(|m| current_is_live(&m)))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "vault"
+    }
+}
