@@ -183,8 +183,10 @@ struct Inner {
 ///
 /// let creds = store.get("brave_search").await?;
 /// let api_key = creds.get_key("api_key").expect("saved above");
+/// // EXPOSE: the example shows the value a tool would use.
 /// assert_eq!(api_key.expose_secret(), "BSA-123");
 /// let header = store.resolve("X-Subscription-Token: {{brave_search.api_key}}").await?;
+/// // EXPOSE: the example shows the value a tool would use.
 /// assert_eq!(header.expose_secret(), "X-Subscription-Token: BSA-123");
 /// # Ok(()) }
 /// ```

@@ -114,12 +114,14 @@ pub async fn round_trip_is_exact(s: &dyn CredentialStorage) {
     assert_eq!(got, expect, "metadata must round-trip");
     assert_eq!(
         back.get_key("access_token")
+            // EXPOSE: the conformance suite compares stored values byte for byte.
             .map(|v| v.expose_secret().to_string())
             .as_deref(),
         Some(tricky)
     );
     assert_eq!(
         back.get_key("refresh_token")
+            // EXPOSE: the conformance suite compares stored values byte for byte.
             .map(|v| v.expose_secret().to_string())
             .as_deref(),
         Some("rt-ünï-☃")
@@ -135,6 +137,7 @@ pub async fn round_trip_is_exact(s: &dyn CredentialStorage) {
     save_new(s, &c).await;
     let back = must_load(s, &id).await;
     assert_eq!(
+        // EXPOSE: the conformance suite compares stored values byte for byte.
         back.get_key("blob").expect("blob key").expose_secret(),
         big,
         "64 KiB value must round-trip"
@@ -156,6 +159,7 @@ pub async fn save_replaces(s: &dyn CredentialStorage) {
         .expect("save of a just-loaded credential must succeed");
     let back = must_load(s, &id).await;
     assert_eq!(
+        // EXPOSE: the conformance suite compares stored values byte for byte.
         back.get_key("access_token").expect("key").expose_secret(),
         "two"
     );
@@ -192,6 +196,7 @@ pub async fn stale_save_conflicts(s: &dyn CredentialStorage) {
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     let back = must_load(s, &id).await;
     assert_eq!(
+        // EXPOSE: the conformance suite compares stored values byte for byte.
         back.get_key("access_token").expect("key").expose_secret(),
         "from-a"
     );
@@ -218,6 +223,7 @@ pub async fn delete_semantics(s: &dyn CredentialStorage) {
             .await
             .get_key("access_token")
             .expect("key")
+            // EXPOSE: the conformance suite compares stored values byte for byte.
             .expose_secret(),
         "again"
     );
@@ -276,6 +282,7 @@ pub async fn edge_case_ids(s: &dyn CredentialStorage) {
         assert!(listed.contains(&id), "{raw} missing from list");
         let back = must_load(s, &id).await;
         assert_eq!(
+            // EXPOSE: the conformance suite compares stored values byte for byte.
             back.get_key("api_key").expect("key").expose_secret(),
             format!("value-of-{raw}")
         );
@@ -308,6 +315,7 @@ pub async fn concurrent_saves_of_different_ids(s: &dyn CredentialStorage) {
                 .await
                 .get_key("api_key")
                 .expect("key")
+                // EXPOSE: the conformance suite compares stored values byte for byte.
                 .expose_secret(),
             format!("v{i}")
         );
