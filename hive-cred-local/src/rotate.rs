@@ -1,0 +1,180 @@
+//! Re-keying: passphrase change (re-wrap the data key) and data-key rotation
+//! (re-encrypt every record).
+
+use std::sync::Arc;
+
+use hive_cred_core::{Error, ErrorKind, Result};
+use zeroize::Zeroizing;
+
+use crate::durable::{read_capped, sync_dir, write_atomic};
+use crate::format::{KeyMaterial, MAX_RECORD_LEN, SALT_LEN, parse_record, seal_record};
+use crate::key::{KEY_LEN, KdfKind, KeySource, derive_kek, fill_random};
+use crate::keyring::Keyring;
+use crate::storage::{Inner, RotationReport};
+
+impl Inner {
+    pub(crate) fn change_passphrase(&self, new: KeySource) -> Result<()> {
+        // Derive the new wrapping key before taking the lock, so scrypt does not stall
+        // other writers; the data keys are wrapped under the lock, as they are then.
+        let params = self.options.scrypt_params();
+        let mut salt = [0u8; SALT_LEN];
+        fill_random(&mut salt)?;
+        let kek = derive_kek(&new, &params, &salt)?;
+        let scrypt = (new.kind() == KdfKind::Scrypt).then_some(params);
+        let (_guard, keys) = self.begin_write()?;
+        let mut rewrapped = keys.rewrap(scrypt, salt, kek)?;
+        write_atomic(
+            &self.dir,
+            &self.header_path(),
+            &rewrapped.header_bytes,
+            true,
+        )?;
+        rewrapped.on_disk = true;
+        self.install_keys(rewrapped);
+        self.set_source(new);
+        tracing::info!(dir = %self.dir.display(), "changed the credential store's passphrase or key");
+        Ok(())
+    }
+
+    pub(crate) fn rotate_data_key(&self) -> Result<RotationReport> {
+        let (_guard, keys) = self.begin_write()?;
+        let keys = self.stage_new_key(keys)?;
+        let rewritten = self.reencrypt_all(&keys)?;
+        let generation = self.drop_old_keys(&keys)?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            generation,
+            records = rewritten,
+            "rotated the credential store's data key"
+        );
+        Ok(RotationReport {
+            generation,
+            records_reencrypted: rewritten,
+        })
+    }
+
+    /// Step 1: the header wraps a new (current) key and the old one. An interrupted
+    /// rotation already has both: resume with its new key. Store lock held.
+    fn stage_new_key(&self, keys: Arc<Keyring>) -> Result<Arc<Keyring>> {
+        if keys.material.deks.len() > 1 {
+            tracing::info!(dir = %self.dir.display(), "resuming an interrupted data-key rotation");
+            return Ok(keys);
+        }
+        let (old_generation, old_dek) = keys.material.current();
+        let generation = old_generation.checked_add(1).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unexpected,
+                "data key generation counter exhausted",
+            )
+        })?;
+        let mut dek = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(dek.as_mut_slice())?;
+        let material = KeyMaterial {
+            name_key: Zeroizing::new(*keys.material.name_key),
+            deks: vec![
+                (generation, dek),
+                (old_generation, Zeroizing::new(*old_dek)),
+            ],
+        };
+        let mut staged = keys.with_material(material)?;
+        write_atomic(&self.dir, &self.header_path(), &staged.header_bytes, true)?;
+        staged.on_disk = true;
+        Ok(self.install_keys(staged))
+    }
+
+    /// Step 2: re-encrypts every record still under an old key. Each rewrite is atomic;
+    /// one directory fsync makes them all durable before the old key is dropped.
+    fn reencrypt_all(&self, keys: &Arc<Keyring>) -> Result<usize> {
+        let (generation, dek) = keys.material.current();
+        let mut rewritten = 0;
+        for tag in self.record_tags()? {
+            let path = self.record_path(&tag);
+            let Some(bytes) = read_capped(&path, MAX_RECORD_LEN)? else {
+                continue;
+            };
+            let view = parse_record(&bytes).map_err(|m| m.into_error(&path))?;
+            if view.generation == generation {
+                continue;
+            }
+            let (version, plaintext) = self.decrypt(keys, &bytes, &tag, &path).map_err(|e| {
+                e.with_message_prefix(
+                    "data-key rotation stopped (both keys are kept; remove or restore this \
+                     file and rotate again)",
+                )
+            })?;
+            let sealed = seal_record(dek, generation, version, &keys.store_id, &tag, &plaintext)?;
+            write_atomic(&self.dir, &path, &sealed, false)?;
+            rewritten += 1;
+        }
+        sync_dir(&self.dir)?;
+        Ok(rewritten)
+    }
+
+    /// Step 3: the header keeps only the current key.
+    fn drop_old_keys(&self, keys: &Arc<Keyring>) -> Result<u32> {
+        let (generation, dek) = keys.material.current();
+        let material = KeyMaterial {
+            name_key: Zeroizing::new(*keys.material.name_key),
+            deks: vec![(generation, Zeroizing::new(*dek))],
+        };
+        let mut done = keys.with_material(material)?;
+        write_atomic(&self.dir, &self.header_path(), &done.header_bytes, true)?;
+        done.on_disk = true;
+        self.install_keys(done);
+        Ok(generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{KeySource, LocalStorage, RawKey};
+    use hive_cred_core::{CredentialObject, CredentialStorage, CredentialType, ExposeSecret};
+
+    #[tokio::test]
+    async fn an_interrupted_rotation_stays_readable_and_resumes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = || KeySource::RawKey(RawKey::from_bytes([4; 32]));
+        let s = LocalStorage::open(tmp.path(), key()).await.unwrap();
+        for i in 0..10 {
+            let mut c = CredentialObject::new(&format!("c{i}"), CredentialType::ApiKey).unwrap();
+            c.set_key("k", format!("v{i}"), None).unwrap();
+            s.save(&c).await.unwrap();
+        }
+        let tags = s.inner.record_tags().unwrap();
+        let originals: Vec<_> = tags
+            .iter()
+            .map(|t| std::fs::read(s.inner.record_path(t)).unwrap())
+            .collect();
+        // Crash after step 2 re-encrypted only half of the records: put the other half's
+        // old-key files back. The header still wraps both keys.
+        {
+            let (_guard, keys) = s.inner.begin_write().unwrap();
+            let keys = s.inner.stage_new_key(keys).unwrap();
+            assert_eq!(s.inner.reencrypt_all(&keys).unwrap(), 10);
+        }
+        for (tag, bytes) in tags.iter().zip(&originals).take(5) {
+            std::fs::write(s.inner.record_path(tag), bytes).unwrap();
+        }
+        let reopened = LocalStorage::open(tmp.path(), key()).await.unwrap();
+        for i in 0..10 {
+            let c = reopened
+                .load(&format!("c{i}").parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.get_key("k").unwrap().expose_secret(), format!("v{i}"));
+        }
+        let report = reopened.rotate_data_key().await.unwrap();
+        assert_eq!(report.generation, 2, "the same rotation is finished");
+        assert_eq!(report.records_reencrypted, 5);
+        let header = crate::format::parse_header(
+            &std::fs::read(tmp.path().join(crate::storage::HEADER_FILE)).unwrap(),
+        )
+        .unwrap();
+        let material = header.unwrap_keys(&[4; 32]).unwrap().unwrap();
+        assert_eq!(material.deks.len(), 1, "the old key is gone");
+        let last = LocalStorage::open(tmp.path(), key()).await.unwrap();
+        assert_eq!(last.list().await.unwrap().len(), 10);
+        assert!(last.load(&"c0".parse().unwrap()).await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,731 @@
+//! [`LocalStorage`]: the encrypted file backend.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use hive_cred_core::codec::{from_stored_json, to_stored_json};
+use hive_cred_core::{
+    CredentialId, CredentialLock, CredentialObject, CredentialStorage, Error, ErrorKind,
+    LockOptions, Result,
+};
+use zeroize::Zeroizing;
+
+use crate::durable::{
+    create_private_dir, hex, io_error, read_capped, remove_durable, remove_stale_temp_files,
+    too_open, unhex, write_atomic,
+};
+use crate::format::{
+    MAX_HEADER_LEN, MAX_RECORD_LEN, TAG_LEN, open_record, parse_record, seal_record,
+};
+use crate::key::{KeySource, ScryptParams};
+use crate::keyring::Keyring;
+use crate::lock::{FileLock, LocalCredentialLock, Wait};
+
+pub(crate) const HEADER_FILE: &str = "store.header";
+pub(crate) const LOCK_FILE: &str = "store.lock";
+pub(crate) const LOCKS_DIR: &str = "locks";
+pub(crate) const RECORD_SUFFIX: &str = ".cred";
+
+/// Options for [`LocalStorage::open_with`].
+///
+/// # Default
+/// scrypt cost [`ScryptParams::default`] (`log_n = 17, r = 8, p = 1`) for stores created
+/// or re-keyed with a passphrase; permissions that are too open produce a warning, not an
+/// error.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct LocalStorageOptions {
+    scrypt: ScryptParams,
+    strict_permissions: bool,
+}
+
+impl LocalStorageOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// scrypt cost used when this handle creates a store or changes its passphrase.
+    /// Opening an existing store always uses the cost recorded in its header (capped, see
+    /// [`ScryptParams`]). Lower it only in tests.
+    pub fn with_scrypt_params(mut self, params: ScryptParams) -> Self {
+        self.scrypt = params;
+        self
+    }
+
+    /// When `true`, `open` refuses a store directory or header readable by group or others
+    /// with `ErrorKind::PermissionDenied`, instead of logging a warning.
+    pub fn with_strict_permissions(mut self, strict: bool) -> Self {
+        self.strict_permissions = strict;
+        self
+    }
+
+    /// The scrypt cost for new or re-keyed stores.
+    pub fn scrypt_params(&self) -> ScryptParams {
+        self.scrypt
+    }
+
+    /// Whether too-open permissions are refused.
+    pub fn strict_permissions(&self) -> bool {
+        self.strict_permissions
+    }
+}
+
+/// What [`LocalStorage::rotate_data_key`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RotationReport {
+    /// Generation number of the data key now in use.
+    pub generation: u32,
+    /// Records re-encrypted by this call.
+    pub records_reencrypted: usize,
+}
+
+/// Encrypted, crash-safe credential storage in a local directory. See the crate docs for
+/// the format and guarantees.
+///
+/// A cheap handle: clones share keys and caches.
+#[derive(Clone)]
+pub struct LocalStorage {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: LocalStorageOptions,
+    keys: RwLock<Arc<Keyring>>,
+    /// Kept to re-derive the wrapping key if another process re-keys the store.
+    source: Mutex<KeySource>,
+    /// File tag -> id, for `list` without decrypting known records again.
+    names: Mutex<HashMap<[u8; TAG_LEN], CredentialId>>,
+    temp_cleaned: AtomicBool,
+}
+
+impl fmt::Debug for LocalStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalStorage")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::new(
+        ErrorKind::Unexpected,
+        format!("a local storage task failed: {e}"),
+    )
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(join_error)?
+}
+
+impl LocalStorage {
+    /// Opens (or prepares to create) the store in `dir` with default options.
+    ///
+    /// An existing store is unlocked with `key` (one scrypt derivation for passphrase
+    /// stores, run on tokio's blocking pool). A missing directory is not an error: it is
+    /// created, mode 0700, by the first save.
+    ///
+    /// # Errors
+    /// - `Decryption`: the passphrase or key is wrong (nothing is modified).
+    /// - `Config`: an empty passphrase, or a passphrase given for a raw-key store (or the
+    ///   reverse).
+    /// - `Corrupted`: the header is truncated, foreign, of a future version, or asks for a
+    ///   refused scrypt cost; or record files exist without a header.
+    /// - `PermissionDenied`: too-open permissions with
+    ///   [`with_strict_permissions`](LocalStorageOptions::with_strict_permissions).
+    pub async fn open(dir: impl Into<PathBuf>, key: KeySource) -> Result<LocalStorage> {
+        Self::open_with(dir, key, LocalStorageOptions::default()).await
+    }
+
+    /// [`open`](Self::open) with options (a lower scrypt cost for tests, strict
+    /// permissions).
+    pub async fn open_with(
+        dir: impl Into<PathBuf>,
+        key: KeySource,
+        options: LocalStorageOptions,
+    ) -> Result<LocalStorage> {
+        key.validate()?;
+        let dir = dir.into();
+        blocking(move || Inner::open(dir, key, options))
+            .await
+            .map(|inner| LocalStorage {
+                inner: Arc::new(inner),
+            })
+    }
+
+    /// `$HIVE_HOME/credentials`, with `HIVE_HOME` defaulting to `~/.hive`.
+    ///
+    /// # Errors
+    /// `Config` when neither `HIVE_HOME` nor the home directory (`HOME`, or `USERPROFILE`
+    /// on Windows) is set.
+    pub fn default_dir() -> Result<PathBuf> {
+        Self::default_dir_from_lookup(|name| std::env::var_os(name).map(PathBuf::from))
+    }
+
+    /// [`default_dir`](Self::default_dir) with a custom variable lookup.
+    pub fn default_dir_from_lookup(lookup: impl Fn(&str) -> Option<PathBuf>) -> Result<PathBuf> {
+        let set = |name: &str| lookup(name).filter(|p| !p.as_os_str().is_empty());
+        if let Some(home) = set("HIVE_HOME") {
+            return Ok(home.join("credentials"));
+        }
+        let home = set("HOME").or_else(|| set("USERPROFILE")).ok_or_else(|| {
+            Error::config("cannot find the default credential directory: set HIVE_HOME (or HOME)")
+        })?;
+        Ok(home.join(".hive").join("credentials"))
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Re-wraps the data key under `new` (a new passphrase with a fresh salt, or a raw
+    /// key). Records are not touched, so this is O(1). The new header replaces the old one
+    /// atomically: until it is durably in place the old passphrase keeps working, after it
+    /// only the new one does. Other processes that have the store open keep working with
+    /// the data key they hold.
+    pub async fn change_passphrase(&self, new: KeySource) -> Result<()> {
+        new.validate()?;
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.change_passphrase(new)).await
+    }
+
+    /// Re-encrypts every record under a fresh data key, then drops the old key.
+    ///
+    /// Crash-safe and resumable: the header first wraps both keys, each record is
+    /// rewritten atomically, and the old key is dropped only after every record is durably
+    /// re-encrypted. If interrupted, calling it again finishes the same rotation. Writers
+    /// in every process wait while it runs.
+    ///
+    /// # Errors
+    /// A record that cannot be decrypted aborts the rotation with its file named, keeping
+    /// both keys; remove or restore that file and call again.
+    pub async fn rotate_data_key(&self) -> Result<RotationReport> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.rotate_data_key()).await
+    }
+
+    /// Takes the cross-process lock of one credential, waiting for other holders. See
+    /// [`LocalCredentialLock`]. Creates the store if needed (the lock file name depends on the
+    /// store's keys).
+    pub async fn lock_credential(&self, id: &CredentialId) -> Result<LocalCredentialLock> {
+        let inner = Arc::clone(&self.inner);
+        let id = id.clone();
+        blocking(move || {
+            inner
+                .lock_credential(&id, Wait::Block)?
+                .ok_or_else(|| Error::new(ErrorKind::Unexpected, "a blocking lock returned none"))
+        })
+        .await
+    }
+
+    /// Like [`lock_credential`](Self::lock_credential) but `Ok(None)` if another holder
+    /// has the lock.
+    pub async fn try_lock_credential(
+        &self,
+        id: &CredentialId,
+    ) -> Result<Option<LocalCredentialLock>> {
+        let inner = Arc::clone(&self.inner);
+        let id = id.clone();
+        blocking(move || inner.lock_credential(&id, Wait::Try)).await
+    }
+}
+
+#[async_trait]
+impl CredentialStorage for LocalStorage {
+    /// Reads one small file and decrypts it on the calling task: a local `open`+`read`
+    /// of a few hundred bytes costs less than handing the work to the blocking pool. It
+    /// never waits on locks, fsync or key derivation (a changed header is re-read on the
+    /// blocking pool).
+    async fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
+        let result = match self.inner.load_fast(id) {
+            Some(done) => done,
+            None => {
+                // The header must be read again (another process created, rotated or
+                // re-keyed the store), which may need scrypt: off the executor.
+                let inner = Arc::clone(&self.inner);
+                let id = id.clone();
+                blocking(move || inner.load(&id)).await
+            }
+        };
+        result.map_err(|e| with_backend(e, "load"))
+    }
+
+    async fn save(&self, credential: &CredentialObject) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let credential = credential.clone();
+        blocking(move || inner.save(&credential))
+            .await
+            .map_err(|e| with_backend(e, "save"))
+    }
+
+    async fn delete(&self, id: &CredentialId) -> Result<bool> {
+        let inner = Arc::clone(&self.inner);
+        let id = id.clone();
+        blocking(move || inner.delete(&id))
+            .await
+            .map_err(|e| with_backend(e, "delete"))
+    }
+
+    /// Record files that cannot be read are skipped with a warning (their ids cannot be
+    /// known); `load` of such an id reports the problem.
+    async fn list(&self) -> Result<Vec<CredentialId>> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.list())
+            .await
+            .map_err(|e| with_backend(e, "list"))
+    }
+
+    async fn exists(&self, id: &CredentialId) -> Result<bool> {
+        let inner = Arc::clone(&self.inner);
+        let result = if inner.cached_keys().on_disk {
+            inner.exists(id)
+        } else {
+            let id = id.clone();
+            blocking(move || inner.exists(&id)).await
+        };
+        result.map_err(|e| with_backend(e, "exists"))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "local"
+    }
+
+    /// An OS file lock per credential (see [`LocalCredentialLock`]), polled until
+    /// `options.wait` has passed, then `ErrorKind::Unavailable`. A holder that dies
+    /// releases it at once, so `options.ttl` is not needed.
+    async fn lock(
+        &self,
+        id: &CredentialId,
+        options: &LockOptions,
+    ) -> Result<Option<CredentialLock>> {
+        let deadline = Instant::now() + options.wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            if let Some(held) = self.try_lock_credential(id).await? {
+                return Ok(Some(CredentialLock::new(id.clone(), held)));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::unavailable(format!(
+                    "another process has held the credential's lock for over {:?}",
+                    options.wait
+                ))
+                .with_context("id", id)
+                .with_context("backend", "local"));
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+fn with_backend(e: Error, operation: &'static str) -> Error {
+    e.with_context("backend", "local")
+        .with_context("operation", operation)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn open(dir: PathBuf, source: KeySource, options: LocalStorageOptions) -> Result<Inner> {
+        let header_path = dir.join(HEADER_FILE);
+        let keys = match read_capped(&header_path, MAX_HEADER_LEN)? {
+            Some(bytes) => {
+                check_permissions(&dir, "directory", options.strict_permissions)?;
+                check_permissions(&header_path, "header", options.strict_permissions)?;
+                Keyring::unlock(bytes, &header_path, &source, None)?
+            }
+            None => {
+                if has_records(&dir)? {
+                    return Err(Error::corrupted(
+                        "the store header is missing but credential records exist; restore \
+                         store.header from a backup",
+                    )
+                    .with_context("file", header_path.display()));
+                }
+                Keyring::fresh(&source, &options.scrypt)?
+            }
+        };
+        if keys.material.deks.len() > 1 {
+            tracing::warn!(
+                dir = %dir.display(),
+                "a data-key rotation of this credential store was interrupted; \
+                 call rotate_data_key to finish it"
+            );
+        }
+        Ok(Inner {
+            dir,
+            options,
+            keys: RwLock::new(Arc::new(keys)),
+            source: Mutex::new(source),
+            names: Mutex::new(HashMap::new()),
+            temp_cleaned: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn header_path(&self) -> PathBuf {
+        self.dir.join(HEADER_FILE)
+    }
+
+    pub(crate) fn record_path(&self, tag: &[u8; TAG_LEN]) -> PathBuf {
+        self.dir.join(format!("{}{RECORD_SUFFIX}", hex(tag)))
+    }
+
+    pub(crate) fn cached_keys(&self) -> Arc<Keyring> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn install_keys(&self, keys: Keyring) -> Arc<Keyring> {
+        let keys = Arc::new(keys);
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&keys);
+        keys
+    }
+
+    /// Keys for reading. Until this handle knows the store is on disk, looks whether
+    /// another process created it meanwhile.
+    fn read_keys(&self) -> Result<Arc<Keyring>> {
+        let keys = self.cached_keys();
+        if keys.on_disk {
+            Ok(keys)
+        } else {
+            self.sync_keys(false)
+        }
+    }
+
+    /// Re-reads the header and adopts it if it changed (another process rotated or
+    /// re-keyed the store, or created it). With `create`, a missing header is written
+    /// from this handle's fresh keys (the store lock must be held).
+    pub(crate) fn sync_keys(&self, create: bool) -> Result<Arc<Keyring>> {
+        let keys = self.cached_keys();
+        let path = self.header_path();
+        match read_capped(&path, MAX_HEADER_LEN)? {
+            Some(bytes) if bytes == keys.header_bytes => {
+                if keys.on_disk {
+                    Ok(keys)
+                } else {
+                    let mut adopted = Keyring::unlock(bytes, &path, &self.source(), Some(&keys))?;
+                    adopted.on_disk = true;
+                    Ok(self.install_keys(adopted))
+                }
+            }
+            Some(bytes) => {
+                let adopted = Keyring::unlock(bytes, &path, &self.source(), Some(&keys))?;
+                if adopted.store_id != keys.store_id {
+                    lock(&self.names).clear();
+                }
+                Ok(self.install_keys(adopted))
+            }
+            None if keys.on_disk => Err(Error::corrupted(
+                "the store header disappeared; restore store.header from a backup",
+            )
+            .with_context("file", path.display())),
+            None if create => {
+                write_atomic(&self.dir, &path, &keys.header_bytes, true)?;
+                let mut created = Keyring::unlock(
+                    keys.header_bytes.clone(),
+                    &path,
+                    &self.source(),
+                    Some(&keys),
+                )?;
+                created.on_disk = true;
+                Ok(self.install_keys(created))
+            }
+            None => Ok(keys),
+        }
+    }
+
+    fn source(&self) -> KeySource {
+        lock(&self.source).clone()
+    }
+
+    pub(crate) fn set_source(&self, source: KeySource) {
+        *lock(&self.source) = source;
+    }
+
+    /// Creates the store if needed, takes the store lock and brings the keys up to date.
+    pub(crate) fn begin_write(&self) -> Result<(FileLock, Arc<Keyring>)> {
+        if !self.cached_keys().on_disk {
+            create_private_dir(&self.dir)?;
+        }
+        let guard = FileLock::acquire(&self.dir.join(LOCK_FILE), Wait::Block)?
+            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "a blocking lock returned none"))?;
+        if !self.temp_cleaned.swap(true, Ordering::AcqRel) {
+            let removed = remove_stale_temp_files(&self.dir)?;
+            if removed > 0 {
+                tracing::info!(dir = %self.dir.display(), removed, "removed temporary files left by an interrupted write");
+            }
+        }
+        let keys = self.sync_keys(true)?;
+        Ok((guard, keys))
+    }
+
+    /// Parses, authenticates and decrypts a record. Returns its stored version and
+    /// plaintext.
+    pub(crate) fn decrypt(
+        &self,
+        keys: &Arc<Keyring>,
+        bytes: &[u8],
+        tag: &[u8; TAG_LEN],
+        path: &Path,
+    ) -> Result<(u64, Zeroizing<Vec<u8>>)> {
+        let view = parse_record(bytes).map_err(|m| m.into_error(path))?;
+        let mut keys = Arc::clone(keys);
+        if keys.material.dek(view.generation).is_none() {
+            // Another process may have rotated the data key since we read the header.
+            keys = self.sync_keys(false)?;
+        }
+        let dek = keys.material.dek(view.generation).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Decryption,
+                format!(
+                    "credential record is encrypted with data key generation {}, which this \
+                     store does not hold",
+                    view.generation
+                ),
+            )
+            .with_context("file", path.display())
+        })?;
+        let plaintext = open_record(&view, dek, &keys.store_id, tag).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Decryption,
+                "credential record failed authentication: it was modified, or copied from \
+                 another credential or store",
+            )
+            .with_context("file", path.display())
+        })?;
+        Ok((view.version, plaintext))
+    }
+
+    /// `load` without touching the header: `None` when the slow path is needed (the
+    /// store was not known to be on disk, or the record uses a data key this handle does
+    /// not hold).
+    fn load_fast(&self, id: &CredentialId) -> Option<Result<Option<CredentialObject>>> {
+        let keys = self.cached_keys();
+        if !keys.on_disk {
+            return None;
+        }
+        let tag = keys.id_tag(id);
+        let path = self.record_path(&tag);
+        let bytes = match read_capped(&path, MAX_RECORD_LEN) {
+            Ok(Some(bytes)) => bytes,
+            other => return Some(other.map(|_| None)),
+        };
+        if let Ok(view) = parse_record(&bytes) {
+            keys.material.dek(view.generation)?;
+        }
+        Some(self.finish_load(&keys, id, &tag, &bytes, &path))
+    }
+
+    fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
+        let keys = self.read_keys()?;
+        let tag = keys.id_tag(id);
+        let path = self.record_path(&tag);
+        let Some(bytes) = read_capped(&path, MAX_RECORD_LEN)? else {
+            return Ok(None);
+        };
+        self.finish_load(&keys, id, &tag, &bytes, &path)
+    }
+
+    fn finish_load(
+        &self,
+        keys: &Arc<Keyring>,
+        id: &CredentialId,
+        tag: &[u8; TAG_LEN],
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<Option<CredentialObject>> {
+        let (version, plaintext) = self.decrypt(keys, bytes, tag, path)?;
+        let mut credential = decode(&plaintext, path)?;
+        if credential.id() != id {
+            return Err(Error::corrupted("credential record holds a different id")
+                .with_context("id", id)
+                .with_context("file", path.display()));
+        }
+        credential.set_version(version);
+        lock(&self.names).insert(*tag, id.clone());
+        Ok(Some(credential))
+    }
+
+    fn exists(&self, id: &CredentialId) -> Result<bool> {
+        let keys = self.read_keys()?;
+        let path = self.record_path(&keys.id_tag(id));
+        path.try_exists()
+            .map_err(|e| io_error(e, "could not inspect", &path))
+    }
+
+    fn save(&self, credential: &CredentialObject) -> Result<()> {
+        let id = credential.id();
+        let (_guard, keys) = self.begin_write()?;
+        let tag = keys.id_tag(id);
+        let path = self.record_path(&tag);
+        let stored = match read_capped(&path, MAX_RECORD_LEN)? {
+            None => 0,
+            Some(bytes) => self.decrypt(&keys, &bytes, &tag, &path)?.0,
+        };
+        if stored != credential.version() {
+            return Err(Error::conflict(
+                id,
+                format!(
+                    "credential was changed since it was read: stored version is {stored}, \
+                     the save was based on version {}; load it again, modify and save",
+                    credential.version()
+                ),
+            ));
+        }
+        let next = stored.checked_add(1).ok_or_else(|| {
+            Error::corrupted("credential version counter is exhausted").with_context("id", id)
+        })?;
+        let mut out = credential.clone();
+        out.set_version(next);
+        let json = to_stored_json(&out)?;
+        let (generation, dek) = keys.material.current();
+        let sealed = seal_record(dek, generation, next, &keys.store_id, &tag, &json)
+            .map_err(|e| e.with_context("id", id))?;
+        write_atomic(&self.dir, &path, &sealed, true)?;
+        lock(&self.names).insert(tag, id.clone());
+        Ok(())
+    }
+
+    fn delete(&self, id: &CredentialId) -> Result<bool> {
+        if !self.read_keys()?.on_disk {
+            return Ok(false);
+        }
+        let (_guard, keys) = self.begin_write()?;
+        let tag = keys.id_tag(id);
+        let removed = remove_durable(&self.dir, &self.record_path(&tag))?;
+        lock(&self.names).remove(&tag);
+        Ok(removed)
+    }
+
+    /// Tags of every record file in the directory.
+    pub(crate) fn record_tags(&self) -> Result<Vec<[u8; TAG_LEN]>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(e, "could not list", &self.dir)),
+        };
+        let mut tags = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(e, "could not list", &self.dir))?;
+            let name = entry.file_name();
+            if let Some(tag) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(RECORD_SUFFIX))
+                .and_then(unhex::<TAG_LEN>)
+            {
+                tags.push(tag);
+            }
+        }
+        Ok(tags)
+    }
+
+    fn list(&self) -> Result<Vec<CredentialId>> {
+        let keys = self.read_keys()?;
+        if !keys.on_disk {
+            return Ok(Vec::new());
+        }
+        let tags = self.record_tags()?;
+        let mut ids = Vec::with_capacity(tags.len());
+        let mut unknown = Vec::new();
+        {
+            let names = lock(&self.names);
+            for tag in tags {
+                match names.get(&tag) {
+                    Some(id) => ids.push(id.clone()),
+                    None => unknown.push(tag),
+                }
+            }
+        }
+        for tag in unknown {
+            match self.identify(&keys, &tag) {
+                Ok(Some(id)) => {
+                    lock(&self.names).insert(tag, id.clone());
+                    ids.push(id);
+                }
+                Ok(None) => {} // removed since the directory was read
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable credential record"),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Decrypts a record found by its file name to learn its id.
+    fn identify(&self, keys: &Arc<Keyring>, tag: &[u8; TAG_LEN]) -> Result<Option<CredentialId>> {
+        let path = self.record_path(tag);
+        let Some(bytes) = read_capped(&path, MAX_RECORD_LEN)? else {
+            return Ok(None);
+        };
+        let (_, plaintext) = self.decrypt(keys, &bytes, tag, &path)?;
+        let credential = decode(&plaintext, &path)?;
+        if keys.id_tag(credential.id()) != *tag {
+            return Err(Error::corrupted(
+                "credential record is stored under another id's file name",
+            )
+            .with_context("file", path.display()));
+        }
+        Ok(Some(credential.id().clone()))
+    }
+
+    fn lock_credential(
+        &self,
+        id: &CredentialId,
+        wait: Wait,
+    ) -> Result<Option<LocalCredentialLock>> {
+        let keys = {
+            let (_guard, keys) = self.begin_write()?;
+            keys
+        };
+        let locks = self.dir.join(LOCKS_DIR);
+        create_private_dir(&locks)?;
+        LocalCredentialLock::acquire(&locks.join(format!("{}.lock", hex(&keys.id_tag(id)))), wait)
+    }
+}
+
+pub(crate) fn decode(plaintext: &[u8], path: &Path) -> Result<CredentialObject> {
+    from_stored_json(plaintext).map_err(|e| e.with_context("file", path.display()))
+}
+
+fn has_records(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok()).any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(RECORD_SUFFIX))
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error(e, "could not list", dir)),
+    }
+}
+
+fn check_permissions(path: &Path, what: &str, strict: bool) -> Result<()> {
+    let Some(mode) = too_open(path)? else {
+        return Ok(());
+    };
+    let fix = if what == "directory" { "700" } else { "600" };
+    if strict {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the credential store {what} is accessible to other users (mode {mode:o}); \
+                 run `chmod {fix}` on it"
+            ),
+        )
+        .with_context("file", path.display()));
+    }
+    tracing::warn!(
+        file = %path.display(),
+        mode = %format_args!("{mode:o}"),
+        "the credential store {what} is accessible to other users; run `chmod {fix}` on it"
+    );
+    Ok(())
+}
