@@ -676,7 +676,7 @@ impl CredentialStore {
             .with_context("id", c.id()));
         };
         self.inner.providers.get(pid).cloned().ok_or_else(|| {
-            Error::config("no provider registered for the credential's provider_id; register one with CredentialStore::builder().provider(...)")
+            Error::config("no provider registered for the credential's provider_id; register a provider with that id (in code, or in the runtime's provider config file)")
                 .with_context("id", c.id())
                 .with_context("provider", pid)
         })

@@ -1,1 +1,30 @@
-//! Placeholder: filled by its issue.
+#![doc = include_str!("../README.md")]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod audit;
+mod backend;
+mod config;
+mod encoding;
+mod redact;
+mod runtime;
+
+pub use audit::{AuditLog, AuditRecord, DEFAULT_AUDIT_CAPACITY, current_node, with_node};
+pub use backend::{AUDIT_LOG_ENV, Backend, VAULT_ADDR_ENV};
+pub use config::{CONFIG_ENV, ProviderConfig, RuntimeConfig, SecretRef};
+pub use encoding::Encoding;
+pub use redact::{
+    DEFAULT_MIN_SECRET_LEN, RETAINED_VALUES, RedactingMakeWriter, RedactingWriter, Redactor,
+    RedactorBuilder, RedactorHandle, StreamRedactor, marker,
+};
+pub use runtime::{
+    AgentRuntime, AgentRuntimeBuilder, EnvLookup, NodeContext, NodeSpec, UnavailableCredentials,
+};
+
+/// The crates this one wires together, re-exported so users name one version.
+pub use hive_cred_core as core;
+#[cfg(feature = "local")]
+pub use hive_cred_local as local;
+#[cfg(feature = "oauth")]
+pub use hive_cred_oauth as oauth;
+#[cfg(feature = "vault")]
+pub use hive_cred_vault as vault;

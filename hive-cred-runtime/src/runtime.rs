@@ -1,0 +1,650 @@
+//! [`AgentRuntime`]: the credential store of an agent, with pre-step refresh,
+//! redaction and an audit trail.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use hive_cred_core::{
+    AccessHook, Clock, CredentialId, CredentialObject, CredentialProvider, CredentialStorage,
+    CredentialStore, Error, ErrorKind, RefreshPolicy, Result,
+};
+use tracing::Instrument as _;
+
+use crate::audit::{AuditLog, AuditRecord, with_node};
+use crate::config::RuntimeConfig;
+use crate::redact::{DEFAULT_MIN_SECRET_LEN, RedactingMakeWriter, Redactor, RedactorHandle};
+
+/// The environment lookup the builder uses for `{ env = ".." }` secret references.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What a node needs before it runs.
+///
+/// ```
+/// use hive_cred_runtime::NodeSpec;
+///
+/// let spec = NodeSpec::new("search").credential("brave_search").credential("github");
+/// assert_eq!(spec.credentials, ["brave_search", "github"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeSpec {
+    /// The node's name (recorded in the audit trail).
+    pub name: String,
+    /// The ids of the credentials it needs.
+    pub credentials: Vec<String>,
+}
+
+impl NodeSpec {
+    /// A node without credentials.
+    pub fn new(name: impl Into<String>) -> Self {
+        NodeSpec {
+            name: name.into(),
+            credentials: Vec::new(),
+        }
+    }
+
+    /// Declares one more credential.
+    #[must_use]
+    pub fn credential(mut self, id: impl Into<String>) -> Self {
+        self.credentials.push(id.into());
+        self
+    }
+
+    /// Declares several credentials.
+    #[must_use]
+    pub fn credentials<I, S>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.credentials.extend(ids.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// The error attached (as [`std::error::Error::source`]) to the `Error` a node fails
+/// with when declared credentials are unavailable: one entry per credential.
+#[derive(Debug, Clone)]
+pub struct UnavailableCredentials {
+    node: String,
+    failures: Vec<(String, Error)>,
+}
+
+impl UnavailableCredentials {
+    /// The node that was not started.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Each unavailable credential id with why, in declared order.
+    pub fn failures(&self) -> &[(String, Error)] {
+        &self.failures
+    }
+
+    /// The ids of the unavailable credentials, in declared order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.failures.iter().map(|(id, _)| id.as_str())
+    }
+
+    /// Finds the details in an error returned by [`AgentRuntime::run_node`] or
+    /// [`AgentRuntime::prepare_node`].
+    pub fn from_error(error: &Error) -> Option<&UnavailableCredentials> {
+        std::error::Error::source(error)?.downcast_ref::<UnavailableCredentials>()
+    }
+
+    fn into_error(self) -> Error {
+        let all_temporary = self.failures.iter().all(|(_, e)| e.is_temporary());
+        let kind = match self.failures.first() {
+            Some((_, first)) if self.failures.iter().all(|(_, e)| e.kind() == first.kind()) => {
+                first.kind()
+            }
+            _ if all_temporary => ErrorKind::Unavailable,
+            _ => self
+                .failures
+                .iter()
+                .find(|(_, e)| !e.is_temporary())
+                .map_or(ErrorKind::Unavailable, |(_, e)| e.kind()),
+        };
+        let ids: Vec<&str> = self.ids().collect();
+        let ids = ids.join(",");
+        Error::new(kind, self.to_string())
+            .set_temporary(all_temporary)
+            .with_context("node", &self.node)
+            .with_context("credentials", ids)
+            .with_source(self)
+    }
+}
+
+impl fmt::Display for UnavailableCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "node `{}` not started: {} credential{} unavailable",
+            self.node,
+            self.failures.len(),
+            if self.failures.len() == 1 { "" } else { "s" }
+        )?;
+        for (i, (id, e)) in self.failures.iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { "; " })?;
+            write!(f, "{id} [{}] {}", e.kind(), e.message())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UnavailableCredentials {}
+
+/// What a running node gets: the credential store, the credentials it declared (already
+/// refreshed), and the redactor for what goes back to the model.
+#[derive(Clone)]
+pub struct NodeContext {
+    /// The runtime's store (tools fetch by id).
+    pub credential_store: hive_cred_core::CredentialStore,
+    node: Arc<str>,
+    credentials: Vec<Arc<CredentialObject>>,
+    redactor: RedactorHandle,
+}
+
+impl fmt::Debug for NodeContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<&str> = self.credentials.iter().map(|c| c.id().as_str()).collect();
+        f.debug_struct("NodeContext")
+            .field("node", &self.node)
+            .field("credentials", &ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeContext {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.node
+    }
+
+    /// A declared credential, as fetched (and refreshed) by the pre-step.
+    pub fn credential(&self, id: &str) -> Option<&Arc<CredentialObject>> {
+        self.credentials.iter().find(|c| c.id().as_str() == id)
+    }
+
+    /// Every declared credential, in declared order.
+    pub fn credentials(&self) -> &[Arc<CredentialObject>] {
+        &self.credentials
+    }
+
+    /// The current redactor.
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.redactor.current()
+    }
+
+    /// Replaces every secret the runtime has handed out with its marker.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.current().redact(text).into_owned()
+    }
+}
+
+/// Storage wrapper that shows every credential the store reads or writes to the
+/// redactor, so it knows each value handed out, including refreshed ones.
+struct ObservedStorage {
+    inner: Arc<dyn CredentialStorage>,
+    redactor: RedactorHandle,
+}
+
+impl fmt::Debug for ObservedStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Transparent: show the backend itself.
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+#[async_trait]
+impl CredentialStorage for ObservedStorage {
+    async fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
+        let loaded = self.inner.load(id).await?;
+        if let Some(c) = &loaded {
+            self.redactor.observe(c);
+        }
+        Ok(loaded)
+    }
+    async fn save(&self, credential: &CredentialObject) -> Result<()> {
+        // Observe first: a value must be redactable before anyone can read it back.
+        self.redactor.observe(credential);
+        self.inner.save(credential).await
+    }
+    async fn delete(&self, id: &CredentialId) -> Result<bool> {
+        self.inner.delete(id).await
+    }
+    async fn list(&self) -> Result<Vec<CredentialId>> {
+        self.inner.list().await
+    }
+    async fn exists(&self, id: &CredentialId) -> Result<bool> {
+        self.inner.exists(id).await
+    }
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+}
+
+/// The credential side of an agent runtime.
+///
+/// - `credential_store`: tools fetch credentials by id
+///   (`runtime.credential_store.get("brave_search").await?.get_key("api_key")`).
+/// - [`run_node`](Self::run_node): before a node runs, every credential it declares is
+///   fetched concurrently, refreshing those with `auto_refresh` that need it; if any is
+///   missing or dead the node is not started and one error lists them all.
+/// - [`redactor`](Self::redactor): replaces every secret value the runtime has handed
+///   out (current and recently refreshed-away ones), in common encodings, with
+///   `[hive:<id>.<key>]` markers, for tool output going to the model and for logs.
+/// - [`audit`](Self::audit): every access (time, node, id, key, operation, outcome).
+///
+/// Cloning is cheap; clones share everything.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> hive_cred_core::Result<()> {
+/// use std::sync::Arc;
+/// use hive_cred_core::{CredentialObject, CredentialType, ExposeSecret, MemoryStorage};
+/// use hive_cred_runtime::{AgentRuntime, NodeSpec};
+///
+/// let runtime = AgentRuntime::builder().storage(Arc::new(MemoryStorage::new())).build().await?;
+/// let mut brave = CredentialObject::new("brave_search", CredentialType::ApiKey)?;
+/// brave.set_key("api_key", "BSA-0123456789", None)?;
+/// runtime.credential_store.save(brave).await?;
+///
+/// let spec = NodeSpec::new("search").credential("brave_search");
+/// let for_llm = runtime
+///     .run_node(&spec, |ctx| async move {
+///         let creds = ctx.credential_store.get("brave_search").await?;
+///         let key = creds.get_key("api_key").expect("saved above");
+///         // EXPOSE: doc example; a tool would put the key in a request header.
+///         let tool_output = format!("called with key {}", key.expose_secret());
+///         Ok::<_, hive_cred_core::Error>(ctx.redact(&tool_output))
+///     })
+///     .await?;
+/// assert_eq!(for_llm, "called with key [hive:brave_search.api_key]");
+/// assert!(runtime.audit().records().iter().any(|r| r.node.as_deref() == Some("search")));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AgentRuntime {
+    /// The cached, auto-refreshing credential store.
+    pub credential_store: CredentialStore,
+    redactor: RedactorHandle,
+    audit: Arc<AuditLog>,
+    prestep_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for AgentRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentRuntime")
+            .field("credential_store", &self.credential_store)
+            .field("audit", &self.audit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builder for [`AgentRuntime`].
+#[must_use]
+pub struct AgentRuntimeBuilder {
+    storage: Option<Arc<dyn CredentialStorage>>,
+    providers: Vec<Arc<dyn CredentialProvider>>,
+    policy: Option<RefreshPolicy>,
+    cache_ttl: Option<Duration>,
+    clock: Option<Arc<dyn Clock>>,
+    hooks: Vec<Arc<dyn AccessHook>>,
+    audit: Option<AuditLog>,
+    config: Option<RuntimeConfig>,
+    env_lookup: Option<EnvLookup>,
+    min_secret_len: usize,
+    prestep_timeout: Option<Duration>,
+}
+
+impl Default for AgentRuntimeBuilder {
+    fn default() -> Self {
+        AgentRuntimeBuilder {
+            storage: None,
+            providers: Vec::new(),
+            policy: None,
+            cache_ttl: None,
+            clock: None,
+            hooks: Vec::new(),
+            audit: None,
+            config: None,
+            env_lookup: None,
+            min_secret_len: DEFAULT_MIN_SECRET_LEN,
+            prestep_timeout: None,
+        }
+    }
+}
+
+impl fmt::Debug for AgentRuntimeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentRuntimeBuilder")
+            .field("storage", &self.storage)
+            .field("providers", &self.providers.len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentRuntimeBuilder {
+    /// The storage (required).
+    pub fn storage(mut self, storage: Arc<dyn CredentialStorage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Registers a refresh provider.
+    pub fn provider(mut self, provider: Arc<dyn CredentialProvider>) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
+    /// The store's refresh policy. Default: [`RefreshPolicy::default`].
+    pub fn refresh_policy(mut self, policy: RefreshPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The store's cache TTL. Default: 300 s.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = Some(ttl);
+        self
+    }
+
+    /// The clock. Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Adds an access hook besides the runtime's own audit log.
+    pub fn access_hook(mut self, hook: Arc<dyn AccessHook>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+
+    /// The audit log. Default: [`AuditLog::new`] (in memory and `tracing`), plus the
+    /// config's `audit_log` file when one is set.
+    pub fn audit_log(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Registers the config's providers (needs the `oauth` feature) and audit file.
+    pub fn config(mut self, config: RuntimeConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// How `{ env = "VAR" }` references in the config are read. Default: the process
+    /// environment.
+    pub fn env_lookup(mut self, lookup: EnvLookup) -> Self {
+        self.env_lookup = Some(lookup);
+        self
+    }
+
+    /// The shortest value redacted. Default: [`DEFAULT_MIN_SECRET_LEN`].
+    pub fn min_secret_len(mut self, len: usize) -> Self {
+        self.min_secret_len = len.max(1);
+        self
+    }
+
+    /// Bounds how long the pre-step may take; credentials not fetched in time count as
+    /// unavailable. Default: no bound (providers and backends have their own
+    /// timeouts). Needs a Tokio runtime with the time driver.
+    pub fn prestep_timeout(mut self, timeout: Duration) -> Self {
+        self.prestep_timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the runtime: resolves config client secrets (from the storage or the
+    /// environment) and builds the providers. `Config` errors name what is wrong.
+    pub async fn build(self) -> Result<AgentRuntime> {
+        let storage = self.storage.ok_or_else(|| {
+            Error::config("AgentRuntime needs a storage: call .storage(...) on the builder")
+        })?;
+        let redactor = RedactorHandle::new(self.min_secret_len);
+        let mut audit = self.audit.unwrap_or_default();
+        let mut providers = self.providers;
+        if let Some(config) = &self.config {
+            config.validate()?;
+            if let (Some(path), None) = (&config.audit_log, audit.file()) {
+                audit = audit.with_json_lines(path)?;
+            }
+            let lookup: EnvLookup = self
+                .env_lookup
+                .unwrap_or_else(|| Arc::new(|name: &str| std::env::var(name).ok()));
+            providers.extend(config_providers(config, &*storage, &lookup, &redactor).await?);
+        }
+        let observed: Arc<dyn CredentialStorage> = Arc::new(ObservedStorage {
+            inner: storage,
+            redactor: redactor.clone(),
+        });
+        let audit = Arc::new(audit);
+        let mut builder = CredentialStore::builder()
+            .storage(observed)
+            .access_hook(audit.clone());
+        for hook in self.hooks {
+            builder = builder.access_hook(hook);
+        }
+        for p in providers {
+            builder = builder.provider(p);
+        }
+        if let Some(policy) = self.policy {
+            builder = builder.refresh_policy(policy);
+        }
+        if let Some(ttl) = self.cache_ttl {
+            builder = builder.cache_ttl(ttl);
+        }
+        if let Some(clock) = self.clock {
+            builder = builder.clock(clock);
+        }
+        Ok(AgentRuntime {
+            credential_store: builder.build()?,
+            redactor,
+            audit,
+            prestep_timeout: self.prestep_timeout,
+        })
+    }
+}
+
+#[cfg(feature = "oauth")]
+async fn config_providers(
+    config: &RuntimeConfig,
+    storage: &dyn CredentialStorage,
+    lookup: &EnvLookup,
+    redactor: &RedactorHandle,
+) -> Result<Vec<Arc<dyn CredentialProvider>>> {
+    let mut out: Vec<Arc<dyn CredentialProvider>> = Vec::new();
+    for p in &config.providers {
+        let spec = p.spec()?;
+        let secret = match &p.client_secret {
+            Some(r) => {
+                let s = r
+                    .resolve(storage, lookup.as_ref())
+                    .await
+                    .map_err(|e| e.with_context("provider", &p.provider_id))?;
+                redactor.add(&p.provider_id, "client_secret", s.clone());
+                Some(s)
+            }
+            None => None,
+        };
+        let provider = hive_cred_oauth::OAuth2Provider::new(spec.into_config(secret)?)
+            .map_err(|e| e.with_context("provider", &p.provider_id))?;
+        out.push(Arc::new(provider));
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "oauth"))]
+async fn config_providers(
+    config: &RuntimeConfig,
+    _storage: &dyn CredentialStorage,
+    _lookup: &EnvLookup,
+    _redactor: &RedactorHandle,
+) -> Result<Vec<Arc<dyn CredentialProvider>>> {
+    match config.providers.first() {
+        None => Ok(Vec::new()),
+        Some(p) => Err(Error::config(
+            "the config registers OAuth2 providers but hive-cred-runtime was built without the `oauth` feature; enable it (features = [\"oauth\"])",
+        )
+        .with_context("provider", &p.provider_id)),
+    }
+}
+
+impl AgentRuntime {
+    /// A builder.
+    pub fn builder() -> AgentRuntimeBuilder {
+        AgentRuntimeBuilder::default()
+    }
+
+    /// The name of the storage backend (`"local"`, `"vault"`, `"memory"`, ...).
+    pub fn backend_name(&self) -> &'static str {
+        self.credential_store.storage().backend_name()
+    }
+
+    /// The redactor over every secret handed out so far.
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.redactor.current()
+    }
+
+    /// The live redactor handle (for writers that must follow refreshes).
+    pub fn redactor_handle(&self) -> &RedactorHandle {
+        &self.redactor
+    }
+
+    /// Replaces every secret handed out so far with its marker.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.current().redact(text).into_owned()
+    }
+
+    /// Wraps a `tracing_subscriber` writer so log output is redacted.
+    pub fn redacting_make_writer<M>(&self, make: M) -> RedactingMakeWriter<M> {
+        RedactingMakeWriter::new(make, self.redactor.clone())
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The audit records in memory, oldest first.
+    pub fn audit_trail(&self) -> Vec<AuditRecord> {
+        self.audit.records()
+    }
+
+    /// Runs the pre-step for `spec` and, if every declared credential is available,
+    /// the node body, with `spec.name` as the current node of audit records.
+    ///
+    /// The pre-step fetches the declared credentials concurrently through
+    /// [`CredentialStore::get`], which refreshes those with `auto_refresh` that are
+    /// expired or inside the refresh window. A credential that is missing, whose
+    /// refresh failed past expiry, or that has an expired key and cannot be refreshed
+    /// makes the node fail **before it starts** with one `Error` listing each of them
+    /// (details: [`UnavailableCredentials::from_error`]). A failed refresh inside the
+    /// advisory window is not a failure: the still-valid credential is used.
+    pub async fn run_node<F, Fut, T, E>(
+        &self,
+        spec: &NodeSpec,
+        body: F,
+    ) -> std::result::Result<T, E>
+    where
+        F: FnOnce(NodeContext) -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: From<Error>,
+    {
+        let node: Arc<str> = spec.name.as_str().into();
+        let span = tracing::info_span!("hive_cred.node", node = %spec.name);
+        with_node(node.clone(), async move {
+            let ctx = self.prestep(spec, node).await?;
+            body(ctx).await
+        })
+        .instrument(span)
+        .await
+    }
+
+    /// The pre-step alone, for frameworks that run node bodies themselves: returns the
+    /// node's context, or the error [`run_node`](Self::run_node) would fail with. Audit
+    /// records of the pre-step carry the node's name.
+    pub async fn prepare_node(&self, spec: &NodeSpec) -> Result<NodeContext> {
+        let node: Arc<str> = spec.name.as_str().into();
+        with_node(node.clone(), self.prestep(spec, node)).await
+    }
+
+    async fn prestep(&self, spec: &NodeSpec, node: Arc<str>) -> Result<NodeContext> {
+        let mut ids: Vec<&str> = Vec::with_capacity(spec.credentials.len());
+        for id in &spec.credentials {
+            if !ids.contains(&id.as_str()) {
+                ids.push(id.as_str());
+            }
+        }
+        let store = &self.credential_store;
+        let results: Vec<Option<Result<Arc<CredentialObject>>>> = match self.prestep_timeout {
+            None => {
+                futures::future::join_all(
+                    ids.iter()
+                        .map(|id| async move { Some(store.get(id).await) }),
+                )
+                .await
+            }
+            Some(limit) => {
+                let mut results = vec![None; ids.len()];
+                let mut pending: FuturesUnordered<_> = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| async move { (i, store.get(id).await) })
+                    .collect();
+                let deadline = tokio::time::Instant::now() + limit;
+                while let Ok(Some((i, r))) = tokio::time::timeout_at(deadline, pending.next()).await
+                {
+                    results[i] = Some(r);
+                }
+                results
+            }
+        };
+        let now = self.credential_store.clock().now();
+        let mut credentials = Vec::with_capacity(ids.len());
+        let mut failures = Vec::new();
+        for (id, result) in ids.iter().zip(results) {
+            match result {
+                Some(Ok(c)) if c.is_expired_at(now) => failures.push((
+                    id.to_string(),
+                    Error::new(
+                        ErrorKind::Expired,
+                        if c.auto_refresh() {
+                            "a key has expired and refresh did not renew it"
+                        } else {
+                            "a key has expired and the credential has no auto_refresh; store a new value"
+                        },
+                    )
+                    .with_context("id", id),
+                )),
+                Some(Ok(c)) => credentials.push(c),
+                Some(Err(e)) => failures.push((id.to_string(), e)),
+                None => failures.push((
+                    id.to_string(),
+                    Error::unavailable("fetching the credential did not finish within the pre-step timeout")
+                        .with_context("id", id),
+                )),
+            }
+        }
+        if !failures.is_empty() {
+            let err = UnavailableCredentials {
+                node: spec.name.clone(),
+                failures,
+            }
+            .into_error();
+            tracing::warn!(target: "hive_cred::runtime", node = %spec.name, kind = %err.kind(), credentials = err.context_value("credentials"), "node not started: credentials unavailable");
+            return Err(err);
+        }
+        Ok(NodeContext {
+            credential_store: self.credential_store.clone(),
+            node,
+            credentials,
+            redactor: self.redactor.clone(),
+        })
+    }
+}

@@ -1,0 +1,351 @@
+//! The real `hive-cred` binary, driven with assert_cmd.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+const SECRET: &str = "BSA-cli-secret-7f3a9c2e51";
+
+/// A command with a clean environment (no Vault, no config, no key).
+fn cli(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("hive-cred").unwrap();
+    c.env_clear()
+        .env("HOME", dir)
+        .env("HIVE_CRED_LOG", "warn")
+        .arg("--dir")
+        .arg(dir.join("store"));
+    c
+}
+
+/// `init` and the key it shows once.
+fn init(dir: &Path) -> String {
+    let out = cli(dir).arg("init").write_stdin("").assert().success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export HIVE_CREDENTIAL_KEY="))
+        .expect("init shows the key once")
+        .to_string()
+}
+
+fn keyed(dir: &Path, key: &str) -> Command {
+    let mut c = cli(dir);
+    c.env("HIVE_CREDENTIAL_KEY", key);
+    c
+}
+
+#[test]
+fn set_from_stdin_then_list_get_and_reveal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = init(tmp.path());
+    keyed(tmp.path(), &key)
+        .args([
+            "set",
+            "brave_search",
+            "--type",
+            "api_key",
+            "--key",
+            "api_key",
+        ])
+        .write_stdin(format!("{SECRET}\n"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("saved brave_search.api_key"))
+        .stdout(predicate::str::contains(SECRET).not())
+        .stderr(predicate::str::contains(SECRET).not());
+    keyed(tmp.path(), &key)
+        .args([
+            "set",
+            "github",
+            "--type",
+            "oauth2",
+            "--key",
+            "access_token",
+            "--expires-at",
+            "2020-01-01T00:00:00Z",
+            "--provider",
+            "github",
+        ])
+        .write_stdin("gho-cli-token-123456")
+        .assert()
+        .success();
+
+    let list = keyed(tmp.path(), &key).arg("list").assert().success();
+    let stdout = String::from_utf8(list.get_output().stdout.clone()).unwrap();
+    assert!(
+        !stdout.contains(SECRET) && !stdout.contains("gho-cli-token"),
+        "{stdout}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{stdout}");
+    assert!(lines[0].contains("NEEDS REFRESH"), "{stdout}");
+    let brave: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(brave, ["brave_search", "api_key", "api_key", "-", "no"]);
+    let gh: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        gh,
+        [
+            "github",
+            "oauth2",
+            "access_token",
+            "2020-01-01T00:00:00Z",
+            "yes"
+        ]
+    );
+
+    keyed(tmp.path(), &key)
+        .args(["list", "--json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"brave_search\""))
+        .stdout(predicate::str::contains(SECRET).not());
+
+    keyed(tmp.path(), &key)
+        .args(["get", "github"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "provider:       github (auto refresh)",
+        ))
+        .stdout(predicate::str::contains("expired 2020-01-01T00:00:00Z"))
+        .stdout(predicate::str::contains("gho-cli-token").not());
+
+    keyed(tmp.path(), &key)
+        .args(["get", "brave_search", "--reveal", "api_key"])
+        .assert()
+        .success()
+        .stdout(format!("{SECRET}\n"))
+        .stderr(predicate::str::contains(
+            "warning: printing the secret value",
+        ));
+}
+
+#[test]
+fn values_never_come_from_argv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = init(tmp.path());
+    // There is no flag or positional for a value: clap refuses it (usage error, 2),
+    // and the refusal does not echo the value.
+    for extra in [vec!["--value", SECRET], vec![SECRET]] {
+        let mut args = vec!["set", "x", "--type", "api_key", "--key", "k"];
+        args.extend(extra);
+        keyed(tmp.path(), &key)
+            .args(&args)
+            .write_stdin("")
+            .assert()
+            .code(2);
+    }
+    keyed(tmp.path(), &key)
+        .args(["list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("x ").not());
+}
+
+#[test]
+fn errors_are_one_line_with_documented_codes_and_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = init(tmp.path());
+    // Invalid key name: rejected before the value matters; the value is not echoed.
+    keyed(tmp.path(), &key)
+        .args(["set", "c", "--type", "api_key", "--key", "bad key!"])
+        .write_stdin(SECRET)
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains(SECRET).not());
+    // Empty value.
+    keyed(tmp.path(), &key)
+        .args(["set", "c", "--type", "api_key", "--key", "k"])
+        .write_stdin("\n")
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("empty value"));
+    keyed(tmp.path(), &key)
+        .args(["set", "c", "--type", "api_key", "--key", "k"])
+        .write_stdin(SECRET)
+        .assert()
+        .success();
+    // Type mismatch with the stored credential.
+    keyed(tmp.path(), &key)
+        .args(["set", "c", "--type", "oauth2", "--key", "k"])
+        .write_stdin(SECRET)
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("exists with type api_key"))
+        .stderr(predicate::str::contains(SECRET).not());
+    // Missing credential and key.
+    let out = keyed(tmp.path(), &key)
+        .args(["get", "nope"])
+        .assert()
+        .code(3)
+        .stdout("");
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("hive-cred: error: credential not found"),
+        "{stderr}"
+    );
+    keyed(tmp.path(), &key)
+        .args(["get", "c", "--reveal", "other"])
+        .assert()
+        .code(3)
+        .stdout("")
+        .stderr(predicate::str::contains(SECRET).not());
+    // Wrong key: decryption error, exit 5, nothing about the values.
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    keyed(tmp.path(), wrong)
+        .arg("list")
+        .assert()
+        .code(5)
+        .stderr(predicate::str::contains(SECRET).not());
+    // No key at all (stdin not a terminal): a config error saying what to set.
+    cli(tmp.path())
+        .arg("list")
+        .write_stdin("")
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("HIVE_CREDENTIAL_KEY"));
+    // Deleting twice: second is not found.
+    keyed(tmp.path(), &key)
+        .args(["delete", "c"])
+        .assert()
+        .success();
+    keyed(tmp.path(), &key)
+        .args(["delete", "c"])
+        .assert()
+        .code(3);
+}
+
+#[test]
+fn init_refuses_an_existing_store_and_passphrase_stores_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    init(tmp.path());
+    cli(tmp.path())
+        .arg("init")
+        .write_stdin("")
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("not empty"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    cli(tmp.path())
+        .args(["init", "--passphrase", "--scrypt-log-n", "10"])
+        .write_stdin("correct horse battery\n")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("HIVE_CREDENTIAL_PASSPHRASE"))
+        .stdout(predicate::str::contains("correct horse").not());
+    let with_pass = |p: &str| {
+        let mut c = cli(tmp.path());
+        c.env("HIVE_CREDENTIAL_PASSPHRASE", p);
+        c
+    };
+    with_pass("correct horse battery")
+        .args(["set", "s", "--type", "custom", "--key", "k"])
+        .write_stdin(SECRET)
+        .assert()
+        .success();
+    with_pass("wrong").arg("list").assert().code(5);
+    with_pass("correct horse battery")
+        .args(["change-passphrase", "--scrypt-log-n", "10"])
+        .write_stdin("new passphrase here\n")
+        .assert()
+        .success();
+    with_pass("correct horse battery")
+        .arg("list")
+        .assert()
+        .code(5);
+    with_pass("new passphrase here")
+        .args(["get", "s", "--reveal", "k"])
+        .assert()
+        .success()
+        .stdout(format!("{SECRET}\n"));
+    with_pass("new passphrase here")
+        .arg("rotate-key")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 records re-encrypted"));
+}
+
+#[test]
+fn doctor_reports_health_and_problems() {
+    let tmp = tempfile::tempdir().unwrap();
+    cli(tmp.path())
+        .arg("doctor")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("FAIL  store:"))
+        .stdout(predicate::str::contains("hive-cred init"));
+    let key = init(tmp.path());
+    keyed(tmp.path(), &key)
+        .args([
+            "set",
+            "old",
+            "--type",
+            "bearer_token",
+            "--key",
+            "token",
+            "--expires-at",
+            "2020-01-01T00:00:00Z",
+        ])
+        .write_stdin(SECRET)
+        .assert()
+        .success();
+    let out = keyed(tmp.path(), &key).arg("doctor").assert().success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        stdout.contains("ok    key: a raw key is available"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok    credentials: all 1 decrypt"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warn  credential old: expired 2020-01-01T00:00:00Z"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("vault: HIVE_VAULT_ADDR not set"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET));
+
+    // A record from another store cannot be read: doctor fails and says so.
+    let other = tempfile::tempdir().unwrap();
+    let other_key = init(other.path());
+    keyed(other.path(), &other_key)
+        .args(["set", "foreign", "--type", "api_key", "--key", "k"])
+        .write_stdin(SECRET)
+        .assert()
+        .success();
+    for entry in std::fs::read_dir(other.path().join("store")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "cred") {
+            std::fs::copy(&p, tmp.path().join("store").join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    keyed(tmp.path(), &key)
+        .arg("doctor")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("1 record file(s)"));
+}
+
+#[test]
+fn vault_address_without_the_feature_is_a_clear_error() {
+    if cfg!(feature = "vault") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = Command::cargo_bin("hive-cred").unwrap();
+    c.env_clear()
+        .env("HOME", tmp.path())
+        .env("HIVE_VAULT_ADDR", "http://127.0.0.1:1")
+        .arg("list")
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("`vault` feature"));
+}
