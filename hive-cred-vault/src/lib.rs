@@ -3,6 +3,7 @@
 
 mod config;
 mod error;
+mod lock;
 mod record;
 mod session;
 mod storage;

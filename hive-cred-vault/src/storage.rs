@@ -4,7 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use hive_cred_core::{CredentialId, CredentialObject, CredentialStorage, Error, ErrorKind, Result};
+use hive_cred_core::lock::{CredentialLock, LockOptions};
+use hive_cred_core::{
+    Clock, CredentialId, CredentialObject, CredentialStorage, Error, ErrorKind, Result, SystemClock,
+};
 use vaultrs::api::kv2::requests::{
     DeleteSecretMetadataRequest, ListSecretsRequest, ReadSecretMetadataRequest, ReadSecretRequest,
     SetSecretRequest, SetSecretRequestOptions,
@@ -25,6 +28,9 @@ use crate::session::{Inner, TaskGuard};
 /// - `delete` deletes the secret's metadata: **all versions are destroyed** and the id
 ///   disappears from `list`; the old values cannot be undeleted.
 /// - `exists` and `delete` read only KV metadata, never values.
+/// - [`lock`](CredentialStorage::lock) is a lease lock kept in KV at
+///   `{prefix}/.locks/{id}`, taken and released with check-and-set (see the crate's
+///   "Locks" section); `list` never shows lock secrets.
 /// - Nothing is written to the local disk; the only cache is `CredentialStore`'s
 ///   in-memory one.
 ///
@@ -33,6 +39,8 @@ use crate::session::{Inner, TaskGuard};
 #[derive(Clone)]
 pub struct VaultStorage {
     inner: Arc<Inner>,
+    /// Stamps and judges lock leases.
+    clock: Arc<dyn Clock>,
     _renewal: Option<Arc<TaskGuard>>,
 }
 
@@ -72,8 +80,18 @@ impl VaultStorage {
         );
         Ok(VaultStorage {
             inner,
+            clock: Arc::new(SystemClock),
             _renewal: guard.map(Arc::new),
         })
+    }
+
+    /// Sets the clock that stamps lock leases (`expires_at`) and judges whether another
+    /// holder's lease has expired. Default: [`SystemClock`]. Tests inject a
+    /// [`ManualClock`](hive_cred_core::ManualClock) to expire leases without waiting.
+    #[must_use]
+    pub fn with_lock_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The configuration in use.
@@ -125,7 +143,7 @@ fn absent_or<T>(err: Error, id: &CredentialId) -> Result<Option<T>> {
     }
 }
 
-fn request_error(e: impl fmt::Display) -> Error {
+pub(crate) fn request_error(e: impl fmt::Display) -> Error {
     Error::new(
         ErrorKind::Unexpected,
         format!("could not build a Vault request: {e}"),
@@ -239,7 +257,8 @@ impl CredentialStorage for VaultStorage {
         };
         let mut ids = Vec::with_capacity(keys.len());
         for key in keys {
-            // Folders (`sub/`) below the prefix are not credentials.
+            // Folders (`sub/`, the lock folder `.locks/`) below the prefix are not
+            // credentials.
             if key.ends_with('/') {
                 continue;
             }
@@ -265,5 +284,19 @@ impl CredentialStorage for VaultStorage {
 
     fn backend_name(&self) -> &'static str {
         "vault"
+    }
+
+    /// A lease lock in KV (see the crate's "Locks" section): created with `cas=0`,
+    /// taken over only after its lease expired (check-and-set on the lock's version),
+    /// released only by its holder. Polls with jittered backoff for `options.wait`,
+    /// then fails with `ErrorKind::Unavailable` naming the id and the holder.
+    async fn lock(
+        &self,
+        id: &CredentialId,
+        options: &LockOptions,
+    ) -> Result<Option<CredentialLock>> {
+        crate::lock::acquire(&self.inner, &self.clock, id, options)
+            .await
+            .map(Some)
     }
 }
