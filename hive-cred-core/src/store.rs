@@ -122,6 +122,14 @@ struct Failure {
     error: Error,
 }
 
+/// The result of waiting for a credential's lock.
+enum Acquired {
+    /// This process holds the lock (`None`: the storage has no cross-process locks).
+    Held(Option<crate::lock::CredentialLock>),
+    /// Another process saved a fresh credential while this one waited.
+    RefreshedElsewhere(CredentialObject),
+}
+
 type Flight = Shared<BoxFuture<'static, Result<Arc<CredentialObject>>>>;
 
 struct Inner {
@@ -708,12 +716,15 @@ impl CredentialStore {
         }
 
         // Cross-process coordination: hold the credential's lock around the refresh.
-        let held = self
-            .inner
-            .storage
-            .lock(&id, &self.inner.lock_options)
-            .await
-            .map_err(|e| e.with_context("id", &id).with_context("operation", "lock"))?;
+        let held = match self.acquire_lock(&id, loaded.version(), force).await? {
+            Acquired::Held(held) => held,
+            Acquired::RefreshedElsewhere(current) => {
+                tracing::debug!(target: "hive_cred::store", id = %id, version = current.version(), "another process refreshed the credential while this one waited; no token request");
+                let current = Arc::new(current);
+                self.put_cache(&current, generation);
+                return Ok(current);
+            }
+        };
         let result = if held.is_some() {
             // Another process may have refreshed while this one waited: re-read.
             match self.inner.storage.load(&id).await {
@@ -745,6 +756,57 @@ impl CredentialStore {
             }
         }
         result
+    }
+
+    /// Takes the storage's lock for `id`. While another process holds it, re-reads the
+    /// credential between attempts: once the holder has saved a fresh version, a waiter
+    /// uses it without ever taking the lock, so waiting processes do not queue behind
+    /// each other after the one refresh. Bounded by `LockOptions::wait`; a failing read
+    /// (backend down) ends the wait at once.
+    async fn acquire_lock(
+        &self,
+        id: &CredentialId,
+        read_version: u64,
+        force: bool,
+    ) -> Result<Acquired> {
+        let options = &self.inner.lock_options;
+        let attempt = options.clone().with_wait(Duration::ZERO);
+        let deadline = Instant::now() + options.wait;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let busy = match self.inner.storage.lock(id, &attempt).await {
+                Ok(held) => return Ok(Acquired::Held(held)),
+                Err(e) if e.kind() == ErrorKind::Unavailable => e,
+                Err(e) => return Err(e.with_context("id", id).with_context("operation", "lock")),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(busy
+                    .with_message_prefix(format!(
+                        "gave up waiting {:?} for the credential's lock",
+                        options.wait
+                    ))
+                    .with_context("id", id)
+                    .with_context("operation", "lock"));
+            }
+            if !force {
+                let current = self
+                    .inner
+                    .storage
+                    .load(id)
+                    .await
+                    .map_err(|e| e.with_context("id", id).with_context("operation", "load"))?
+                    .ok_or_else(|| Error::not_found(id))?;
+                if current.version() != read_version
+                    && !current.needs_refresh_at(self.inner.clock.now(), self.inner.policy.window)
+                {
+                    return Ok(Acquired::RefreshedElsewhere(current));
+                }
+            }
+            let jitter = 0.75 + rand::random::<f64>() * 0.5;
+            tokio::time::sleep(pause.mul_f64(jitter).min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
     }
 
     /// Calls the provider, persists the result, records failures.
