@@ -20,7 +20,8 @@ use crate::durable::{
     too_open, unhex, write_atomic,
 };
 use crate::format::{
-    MAX_HEADER_LEN, MAX_RECORD_LEN, TAG_LEN, open_record, parse_record, seal_record,
+    MAX_HEADER_LEN, MAX_RECORD_LEN, TAG_LEN, open_record, open_record_owned, parse_record,
+    seal_record,
 };
 use crate::key::{KeySource, ScryptParams};
 use crate::keyring::Keyring;
@@ -103,6 +104,9 @@ pub(crate) struct Inner {
     source: Mutex<KeySource>,
     /// File tag -> id, for `list` without decrypting known records again.
     names: Mutex<HashMap<[u8; TAG_LEN], CredentialId>>,
+    /// The last complete `list` result and the directory state it was read from (see
+    /// [`DirStamp`]).
+    listing: Mutex<Option<Listing>>,
     temp_cleaned: AtomicBool,
 }
 
@@ -238,6 +242,45 @@ impl LocalStorage {
     }
 }
 
+/// Records below which a cold `list` does not split its decryption work further.
+const IDENTIFY_CHUNK_MIN: usize = 64;
+
+impl LocalStorage {
+    async fn list_ids(&self) -> Result<Vec<CredentialId>> {
+        let inner = Arc::clone(&self.inner);
+        let Scan {
+            keys,
+            stamp,
+            mut ids,
+            unknown,
+        } = match blocking(move || inner.scan()).await? {
+            Listed::Cached(ids) => return Ok(ids),
+            Listed::Scan(scan) => scan,
+        };
+        // Each unknown record costs a read, a decryption and a JSON decode: on a fresh
+        // handle of a large store that is nearly all of the time, so one chunk per core.
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let chunk = unknown.len().div_ceil(workers).max(IDENTIFY_CHUNK_MIN);
+        let tasks: Vec<_> = unknown
+            .chunks(chunk)
+            .map(|part| {
+                let inner = Arc::clone(&self.inner);
+                let keys = Arc::clone(&keys);
+                let part = part.to_vec();
+                tokio::task::spawn_blocking(move || inner.identify_all(&keys, &part))
+            })
+            .collect();
+        let mut complete = true;
+        for task in tasks {
+            let (found, all) = task.await.map_err(join_error)?;
+            ids.extend(found);
+            complete &= all;
+        }
+        self.inner.remember_listing(stamp, &ids, complete);
+        Ok(ids)
+    }
+}
+
 #[async_trait]
 impl CredentialStorage for LocalStorage {
     /// Reads one small file and decrypts it on the calling task: a local `open`+`read`
@@ -276,11 +319,12 @@ impl CredentialStorage for LocalStorage {
 
     /// Record files that cannot be read are skipped with a warning (their ids cannot be
     /// known); `load` of such an id reports the problem.
+    ///
+    /// Ids of records this handle has not seen yet are learnt by decrypting them, spread
+    /// over the blocking pool. While the directory is unchanged the previous result is
+    /// returned without reading it again (see the crate docs, "Performance").
     async fn list(&self) -> Result<Vec<CredentialId>> {
-        let inner = Arc::clone(&self.inner);
-        blocking(move || inner.list())
-            .await
-            .map_err(|e| with_backend(e, "list"))
+        self.list_ids().await.map_err(|e| with_backend(e, "list"))
     }
 
     async fn exists(&self, id: &CredentialId) -> Result<bool> {
@@ -327,6 +371,26 @@ impl CredentialStorage for LocalStorage {
     }
 }
 
+fn missing_generation(generation: u32, path: &Path) -> Error {
+    Error::new(
+        ErrorKind::Decryption,
+        format!(
+            "credential record is encrypted with data key generation {generation}, which \
+             this store does not hold"
+        ),
+    )
+    .with_context("file", path.display())
+}
+
+fn failed_authentication(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::Decryption,
+        "credential record failed authentication: it was modified, or copied from another \
+         credential or store",
+    )
+    .with_context("file", path.display())
+}
+
 fn with_backend(e: Error, operation: &'static str) -> Error {
     e.with_context("backend", "local")
         .with_context("operation", operation)
@@ -369,6 +433,7 @@ impl Inner {
             keys: RwLock::new(Arc::new(keys)),
             source: Mutex::new(source),
             names: Mutex::new(HashMap::new()),
+            listing: Mutex::new(None),
             temp_cleaned: AtomicBool::new(false),
         })
     }
@@ -378,7 +443,9 @@ impl Inner {
     }
 
     pub(crate) fn record_path(&self, tag: &[u8; TAG_LEN]) -> PathBuf {
-        self.dir.join(format!("{}{RECORD_SUFFIX}", hex(tag)))
+        let mut name = hex(tag);
+        name.push_str(RECORD_SUFFIX);
+        self.dir.join(name)
     }
 
     pub(crate) fn cached_keys(&self) -> Arc<Keyring> {
@@ -422,6 +489,7 @@ impl Inner {
                 let adopted = Keyring::unlock(bytes, &path, &self.source(), Some(&keys))?;
                 if adopted.store_id != keys.store_id {
                     lock(&self.names).clear();
+                    *lock(&self.listing) = None;
                 }
                 Ok(self.install_keys(adopted))
             }
@@ -479,31 +547,47 @@ impl Inner {
         path: &Path,
     ) -> Result<(u64, Zeroizing<Vec<u8>>)> {
         let view = parse_record(bytes).map_err(|m| m.into_error(path))?;
-        let mut keys = Arc::clone(keys);
-        if keys.material.dek(view.generation).is_none() {
-            // Another process may have rotated the data key since we read the header.
-            keys = self.sync_keys(false)?;
-        }
-        let dek = keys.material.dek(view.generation).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Decryption,
-                format!(
-                    "credential record is encrypted with data key generation {}, which this \
-                     store does not hold",
-                    view.generation
-                ),
-            )
-            .with_context("file", path.display())
-        })?;
-        let plaintext = open_record(&view, dek, &keys.store_id, tag).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Decryption,
-                "credential record failed authentication: it was modified, or copied from \
-                 another credential or store",
-            )
-            .with_context("file", path.display())
-        })?;
+        let keys = self.keys_for(keys, view.generation)?;
+        let dek = keys
+            .material
+            .dek(view.generation)
+            .ok_or_else(|| missing_generation(view.generation, path))?;
+        let plaintext = open_record(&view, dek, &keys.store_id, tag)
+            .ok_or_else(|| failed_authentication(path))?;
         Ok((view.version, plaintext))
+    }
+
+    /// [`decrypt`](Self::decrypt) of a record read into `bytes`, decrypting in that
+    /// buffer (no copy).
+    fn decrypt_owned(
+        &self,
+        keys: &Arc<Keyring>,
+        bytes: Vec<u8>,
+        tag: &[u8; TAG_LEN],
+        path: &Path,
+    ) -> Result<(u64, Zeroizing<Vec<u8>>)> {
+        let (generation, version) = {
+            let view = parse_record(&bytes).map_err(|m| m.into_error(path))?;
+            (view.generation, view.version)
+        };
+        let keys = self.keys_for(keys, generation)?;
+        let dek = keys
+            .material
+            .dek(generation)
+            .ok_or_else(|| missing_generation(generation, path))?;
+        let plaintext = open_record_owned(bytes, dek, &keys.store_id, tag)
+            .ok_or_else(|| failed_authentication(path))?;
+        Ok((version, plaintext))
+    }
+
+    /// `keys`, or the keys re-read from the header when `keys` lacks the data key of
+    /// `generation` (another process may have rotated it since the header was read).
+    fn keys_for(&self, keys: &Arc<Keyring>, generation: u32) -> Result<Arc<Keyring>> {
+        if keys.material.dek(generation).is_some() {
+            Ok(Arc::clone(keys))
+        } else {
+            self.sync_keys(false)
+        }
     }
 
     /// `load` without touching the header: `None` when the slow path is needed (the
@@ -523,7 +607,7 @@ impl Inner {
         if let Ok(view) = parse_record(&bytes) {
             keys.material.dek(view.generation)?;
         }
-        Some(self.finish_load(&keys, id, &tag, &bytes, &path))
+        Some(self.finish_load(&keys, id, &tag, bytes, &path))
     }
 
     fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
@@ -533,7 +617,7 @@ impl Inner {
         let Some(bytes) = read_capped(&path, MAX_RECORD_LEN)? else {
             return Ok(None);
         };
-        self.finish_load(&keys, id, &tag, &bytes, &path)
+        self.finish_load(&keys, id, &tag, bytes, &path)
     }
 
     fn finish_load(
@@ -541,10 +625,10 @@ impl Inner {
         keys: &Arc<Keyring>,
         id: &CredentialId,
         tag: &[u8; TAG_LEN],
-        bytes: &[u8],
+        bytes: Vec<u8>,
         path: &Path,
     ) -> Result<Option<CredentialObject>> {
-        let (version, plaintext) = self.decrypt(keys, bytes, tag, path)?;
+        let (version, plaintext) = self.decrypt_owned(keys, bytes, tag, path)?;
         let mut credential = decode(&plaintext, path)?;
         if credential.id() != id {
             return Err(Error::corrupted("credential record holds a different id")
@@ -552,7 +636,7 @@ impl Inner {
                 .with_context("file", path.display()));
         }
         credential.set_version(version);
-        lock(&self.names).insert(*tag, id.clone());
+        lock(&self.names).entry(*tag).or_insert_with(|| id.clone());
         Ok(Some(credential))
     }
 
@@ -629,10 +713,21 @@ impl Inner {
         Ok(tags)
     }
 
-    fn list(&self) -> Result<Vec<CredentialId>> {
+    /// The first half of `list`: the ids whose file names this handle already knows,
+    /// and the tags of the records it must decrypt to learn theirs. When the directory is
+    /// unchanged since the last complete listing (see [`DirStamp`]), that listing.
+    fn scan(&self) -> Result<Listed> {
         let keys = self.read_keys()?;
         if !keys.on_disk {
-            return Ok(Vec::new());
+            return Ok(Listed::Cached(Vec::new()));
+        }
+        let stamp = DirStamp::read(&self.dir)?;
+        if let Some((stamp, _)) = &stamp {
+            if let Some(listing) = lock(&self.listing).as_ref() {
+                if listing.stamp == *stamp {
+                    return Ok(Listed::Cached(listing.ids.clone()));
+                }
+            }
         }
         let tags = self.record_tags()?;
         let mut ids = Vec::with_capacity(tags.len());
@@ -646,17 +741,58 @@ impl Inner {
                 }
             }
         }
-        for tag in unknown {
-            match self.identify(&keys, &tag) {
+        Ok(Listed::Scan(Scan {
+            keys,
+            stamp,
+            ids,
+            unknown,
+        }))
+    }
+
+    /// Learns the ids of `tags` by decrypting their records. Returns them and whether
+    /// every record could be read.
+    fn identify_all(
+        &self,
+        keys: &Arc<Keyring>,
+        tags: &[[u8; TAG_LEN]],
+    ) -> (Vec<CredentialId>, bool) {
+        let mut ids = Vec::with_capacity(tags.len());
+        let mut complete = true;
+        for tag in tags {
+            match self.identify(keys, tag) {
                 Ok(Some(id)) => {
-                    lock(&self.names).insert(tag, id.clone());
+                    lock(&self.names).insert(*tag, id.clone());
                     ids.push(id);
                 }
-                Ok(None) => {} // removed since the directory was read
-                Err(e) => tracing::warn!(error = %e, "skipping an unreadable credential record"),
+                // Removed since the directory was read.
+                Ok(None) => complete = false,
+                Err(e) => {
+                    complete = false;
+                    tracing::warn!(error = %e, "skipping an unreadable credential record");
+                }
             }
         }
-        Ok(ids)
+        (ids, complete)
+    }
+
+    /// Keeps a complete listing for the next `list`, if the directory state it was read
+    /// from can be trusted to reveal any later change (see [`DirStamp::read`]). A listing
+    /// that skipped unreadable records is not kept, so that the warning repeats and a
+    /// repaired file is picked up.
+    fn remember_listing(
+        &self,
+        stamp: Option<(DirStamp, bool)>,
+        ids: &[CredentialId],
+        complete: bool,
+    ) {
+        let mut listing = lock(&self.listing);
+        *listing = match stamp {
+            Some((stamp, true)) if complete => Some(Listing {
+                stamp,
+                ids: ids.to_vec(),
+            }),
+            _ => None,
+        };
     }
 
     /// Decrypts a record found by its file name to learn its id.
@@ -665,7 +801,7 @@ impl Inner {
         let Some(bytes) = read_capped(&path, MAX_RECORD_LEN)? else {
             return Ok(None);
         };
-        let (_, plaintext) = self.decrypt(keys, &bytes, tag, &path)?;
+        let (_, plaintext) = self.decrypt_owned(keys, bytes, tag, &path)?;
         let credential = decode(&plaintext, &path)?;
         if keys.id_tag(credential.id()) != *tag {
             return Err(Error::corrupted(
@@ -728,4 +864,205 @@ fn check_permissions(path: &Path, what: &str, strict: bool) -> Result<()> {
         "the credential store {what} is accessible to other users; run `chmod {fix}` on it"
     );
     Ok(())
+}
+
+/// The result of [`Inner::scan`].
+enum Listed {
+    /// The listing is complete.
+    Cached(Vec<CredentialId>),
+    /// Some records must be decrypted to learn their ids.
+    Scan(Scan),
+}
+
+struct Scan {
+    keys: Arc<Keyring>,
+    stamp: Option<(DirStamp, bool)>,
+    ids: Vec<CredentialId>,
+    unknown: Vec<[u8; TAG_LEN]>,
+}
+
+/// A complete `list` result and the directory state it was read from.
+struct Listing {
+    stamp: DirStamp,
+    ids: Vec<CredentialId>,
+}
+
+/// Identity, size, link count and change times of the store directory: what lets `list`
+/// skip reading a directory that has not changed.
+///
+/// Every change to the set of record files, by this process or another, is a link, an
+/// unlink or a rename in the store directory (writes are temp file + rename), and each
+/// sets the directory's mtime and ctime to the current time. A different directory at the
+/// same path differs in `dev`/`ino`. So an equal stamp means an equal set of names, with
+/// one exception: a change in the same file-system timestamp tick as the stamp (ticks are
+/// a few milliseconds on ext4/xfs/btrfs/tmpfs, up to 2 s on FAT) gets the same times. That
+/// is why a stamp only counts when its times are at least [`SETTLED`] older than the
+/// moment it was taken (see [`DirStamp::read`]): any later change then gets a strictly
+/// newer time. ctime cannot be set by users (mtime can, with `touch`), and a backwards
+/// jump of the system clock would have to land on the exact same tick to be missed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DirStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    nlink: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// How old the directory's times must be for a listing to be reused.
+const SETTLED: Duration = Duration::from_secs(2);
+
+impl DirStamp {
+    /// The directory's stamp, and whether it is settled (old enough to be trusted).
+    /// `None` when the directory is missing or the platform gives no such times (then
+    /// every `list` reads the directory).
+    #[cfg(unix)]
+    fn read(dir: &Path) -> Result<Option<(DirStamp, bool)>> {
+        use std::os::unix::fs::MetadataExt;
+        // Taken before the stat: a change after it cannot look older than this.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok();
+        let meta = match std::fs::metadata(dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(e, "could not inspect", dir)),
+        };
+        let stamp = DirStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            nlink: meta.nlink(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        };
+        let as_nanos =
+            |(secs, nanos): (i64, i64)| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        let latest = as_nanos(stamp.mtime).max(as_nanos(stamp.ctime));
+        let settled = now.is_some_and(|now| {
+            let now = i128::try_from(now.as_nanos()).unwrap_or(i128::MAX);
+            latest.saturating_add(i128::try_from(SETTLED.as_nanos()).unwrap_or(i128::MAX)) <= now
+        });
+        Ok(Some((stamp, settled)))
+    }
+
+    #[cfg(not(unix))]
+    fn read(_dir: &Path) -> Result<Option<(DirStamp, bool)>> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::RawKey;
+    use hive_cred_core::CredentialType;
+
+    fn key() -> KeySource {
+        KeySource::RawKey(RawKey::from_bytes([9; 32]))
+    }
+
+    fn credential(id: &str) -> CredentialObject {
+        CredentialObject::builder(id, CredentialType::ApiKey)
+            .build()
+            .unwrap()
+    }
+
+    fn id(s: &str) -> CredentialId {
+        CredentialId::new(s).unwrap()
+    }
+
+    fn sorted(mut ids: Vec<CredentialId>) -> Vec<String> {
+        ids.sort();
+        ids.iter().map(|i| i.as_str().to_owned()).collect()
+    }
+
+    /// Marks the handle's current directory state as settled, as if 2 s had passed
+    /// since the last change, and stores `ids` as its listing.
+    fn settle(s: &LocalStorage, ids: &[CredentialId]) {
+        let (stamp, _) = DirStamp::read(s.dir()).unwrap().unwrap();
+        s.inner.remember_listing(Some((stamp, true)), ids, true);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_fresh_directory_state_is_not_settled_so_listings_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path(), key()).await.unwrap();
+        s.save(&credential("a")).await.unwrap();
+        let (_, settled) = DirStamp::read(dir.path()).unwrap().unwrap();
+        assert!(!settled, "a directory changed just now must not be trusted");
+        assert_eq!(sorted(s.list().await.unwrap()), ["a"]);
+        assert!(lock(&s.inner.listing).is_none());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_unchanged_directory_reuses_the_listing_and_any_change_invalidates_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path(), key()).await.unwrap();
+        s.save(&credential("a")).await.unwrap();
+        s.save(&credential("b")).await.unwrap();
+
+        // The kept listing is returned while the directory is unchanged (a sentinel
+        // proves the directory was not read).
+        settle(&s, &[id("sentinel")]);
+        assert_eq!(sorted(s.list().await.unwrap()), ["sentinel"]);
+
+        // Another handle (another process) adds a record: seen at once.
+        let other = LocalStorage::open(dir.path(), key()).await.unwrap();
+        other.save(&credential("c")).await.unwrap();
+        assert_eq!(sorted(s.list().await.unwrap()), ["a", "b", "c"]);
+
+        // ... and deletes one.
+        settle(&s, &[id("sentinel")]);
+        assert!(other.delete(&id("a")).await.unwrap());
+        assert_eq!(sorted(s.list().await.unwrap()), ["b", "c"]);
+
+        // Rewriting an existing record (rename over it) also invalidates it.
+        settle(&s, &[id("sentinel")]);
+        let b = other.load(&id("b")).await.unwrap().unwrap();
+        other.save(&b).await.unwrap();
+        assert_eq!(sorted(s.list().await.unwrap()), ["b", "c"]);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_listing_with_an_unreadable_record_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path(), key()).await.unwrap();
+        s.save(&credential("a")).await.unwrap();
+        std::fs::write(
+            dir.path().join(format!("{}.cred", "ab".repeat(32))),
+            b"junk",
+        )
+        .unwrap();
+        let stamp = DirStamp::read(dir.path())
+            .unwrap()
+            .map(|(st, _)| (st, true));
+        let fresh = LocalStorage::open(dir.path(), key()).await.unwrap();
+        let Listed::Scan(scan) = fresh.inner.scan().unwrap() else {
+            panic!("a fresh handle has no listing");
+        };
+        let (ids, complete) = fresh.inner.identify_all(&scan.keys, &scan.unknown);
+        assert_eq!(sorted(ids.clone()), ["a"]);
+        assert!(!complete);
+        fresh.inner.remember_listing(stamp, &ids, complete);
+        assert!(lock(&fresh.inner.listing).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_cold_list_of_many_records_identifies_them_all_in_parallel_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path(), key()).await.unwrap();
+        let n = IDENTIFY_CHUNK_MIN * 2 + 3;
+        for i in 0..n {
+            s.save(&credential(&format!("c{i:04}"))).await.unwrap();
+        }
+        let fresh = LocalStorage::open(dir.path(), key()).await.unwrap();
+        let ids = sorted(fresh.list().await.unwrap());
+        let expected: Vec<String> = (0..n).map(|i| format!("c{i:04}")).collect();
+        assert_eq!(ids, expected);
+    }
 }
