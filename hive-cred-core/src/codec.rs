@@ -204,7 +204,7 @@ mod tests {
         let back = from_stored_json(&bytes).unwrap();
         assert_eq!(back.metadata(), c.metadata());
         assert_eq!(
-            back.get_key("access_token").unwrap().expose_secret(),
+            back.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
             c.get_key("access_token").unwrap().expose_secret()
         );
     }
@@ -232,7 +232,7 @@ mod tests {
             let mut c = CredentialObject::new("p", CredentialType::Custom).unwrap();
             c.set_key(name.clone(), value.clone(), None).unwrap();
             let back = from_stored_json(&to_stored_json(&c).unwrap()).unwrap();
-            prop_assert_eq!(back.get_key(&name).unwrap().expose_secret(), value.as_str());
+            prop_assert_eq!(back.get_key(&name).unwrap().expose_secret(), value.as_str()); // EXPOSE: the test compares the secret value.
         }
 
         #[test]

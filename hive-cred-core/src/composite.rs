@@ -142,13 +142,13 @@ mod tests {
         let c = CompositeStorage::new(primary.clone()).layer(env);
         let id = CredentialId::new("brave_search").unwrap();
         let mut got = c.load(&id).await.unwrap().unwrap();
-        assert_eq!(got.get_key("api_key").unwrap().expose_secret(), "from-env");
+        assert_eq!(got.get_key("api_key").unwrap().expose_secret(), "from-env"); // EXPOSE: the test compares the secret value.
         got.set_key("api_key", "from-primary", None).unwrap();
         c.save(&got).await.unwrap();
         assert!(primary.exists(&id).await.unwrap());
         let got = c.load(&id).await.unwrap().unwrap();
         assert_eq!(
-            got.get_key("api_key").unwrap().expose_secret(),
+            got.get_key("api_key").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
             "from-primary"
         );
         assert_eq!(c.list().await.unwrap(), vec![id.clone()]);
@@ -161,7 +161,7 @@ mod tests {
                 .unwrap()
                 .get_key("api_key")
                 .unwrap()
-                .expose_secret(),
+                .expose_secret(), // EXPOSE: the test compares the secret value.
             "from-env"
         );
         assert!(CompositeStorage::from_layers(vec![]).unwrap_err().kind() == ErrorKind::Config);

@@ -765,7 +765,7 @@ mod tests {
         assert_eq!(c.created_at(), past);
         c.set_key("api_key", "two", Some(at(1, 0))).unwrap();
         assert_eq!(c.keys().len(), 1);
-        assert_eq!(c.get_key("api_key").unwrap().expose_secret(), "two");
+        assert_eq!(c.get_key("api_key").unwrap().expose_secret(), "two"); // EXPOSE: the test compares the secret value.
         assert_eq!(c.key("api_key").unwrap().expires_at(), Some(at(1, 0)));
         assert!(c.get_key("other").is_none());
         assert!(!c.has_key("other"));
@@ -846,7 +846,7 @@ mod tests {
             .collect::<Vec<_>>();
         let back = CredentialObject::from_parts(c.metadata(), values.clone()).unwrap();
         assert_eq!(back.metadata(), c.metadata());
-        assert_eq!(back.get_key("password").unwrap().expose_secret(), "p");
+        assert_eq!(back.get_key("password").unwrap().expose_secret(), "p"); // EXPOSE: the test compares the secret value.
 
         let err = CredentialObject::from_parts(c.metadata(), values[..1].to_vec()).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Corrupted);

@@ -312,12 +312,12 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            brave.get_key("api_key").unwrap().expose_secret(),
+            brave.get_key("api_key").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
             "brave-secret"
         );
         assert_eq!(brave.version(), 0);
         let openai = s.load(&"openai".parse().unwrap()).await.unwrap().unwrap();
-        assert_eq!(openai.get_key("api_key").unwrap().expose_secret(), "sk-1");
+        assert_eq!(openai.get_key("api_key").unwrap().expose_secret(), "sk-1"); // EXPOSE: the test compares the secret value.
         let gh = s.load(&"gh-app".parse().unwrap()).await.unwrap().unwrap();
         assert_eq!(
             gh.key_names().collect::<Vec<_>>(),

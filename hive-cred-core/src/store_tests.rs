@@ -101,13 +101,13 @@ async fn fresh_credential_is_not_refreshed() {
         .await
         .unwrap();
     let got = f.store.get("gh").await.unwrap();
-    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "tok");
+    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "tok"); // EXPOSE: the test compares the secret value.
     assert_eq!(
         f.store
             .get_key("gh", "access_token")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "tok"
     );
 }
@@ -126,7 +126,7 @@ async fn expired_credential_is_refreshed_persisted_then_returned() {
     f.store.clear_cache();
     let got = f.store.get("gh").await.unwrap();
     assert_eq!(
-        got.get_key("access_token").unwrap().expose_secret(),
+        got.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
         "new-token"
     );
     assert_eq!(got.version(), 2);
@@ -137,7 +137,7 @@ async fn expired_credential_is_refreshed_persisted_then_returned() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        stored.get_key("access_token").unwrap().expose_secret(),
+        stored.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
         "new-token"
     );
     assert_eq!(stored.version(), 2);
@@ -211,11 +211,11 @@ async fn failure_inside_advisory_window_returns_old_credential() {
         .unwrap();
     f.store.clear_cache();
     let got = f.store.get("gh").await.unwrap();
-    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "old");
+    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "old"); // EXPOSE: the test compares the secret value.
     // Backoff: within 1 s the provider is not asked again (the mock allows one call).
     let again = f.store.get("gh").await.unwrap();
     assert_eq!(
-        again.get_key("access_token").unwrap().expose_secret(),
+        again.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
         "old"
     );
 }
@@ -278,7 +278,7 @@ async fn rejection_is_forgotten_when_the_credential_is_saved_again() {
     f.store.clear_cache();
     let got = f.store.get("gh").await.unwrap();
     assert_eq!(
-        got.get_key("access_token").unwrap().expose_secret(),
+        got.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
         "after-reauth"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -405,7 +405,7 @@ async fn thousand_concurrent_gets_make_one_refresh() {
     for t in tasks {
         let c = t.await.unwrap().unwrap();
         assert_eq!(
-            c.get_key("access_token").unwrap().expose_secret(),
+            c.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
             "single-flight-token"
         );
     }
@@ -466,7 +466,7 @@ async fn refresh_of_one_credential_does_not_block_another() {
             .get_key("other", "api_key")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "k"
     );
     provider.gate.add_permits(1);
@@ -503,7 +503,7 @@ async fn caller_dropping_does_not_abandon_a_rotated_token() {
             .unwrap();
         if stored.version() == 2 {
             assert_eq!(
-                stored.get_key("access_token").unwrap().expose_secret(),
+                stored.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
                 "single-flight-token"
             );
             return;
@@ -550,7 +550,7 @@ async fn save_conflict_after_refresh_adopts_the_other_writers_credential() {
         .unwrap();
     let got = store.get("gh").await.unwrap();
     assert_eq!(
-        got.get_key("access_token").unwrap().expose_secret(),
+        got.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
         "winner-token"
     );
 }
@@ -595,7 +595,7 @@ async fn cache_ttl_and_invalidation() {
             .get_key("k", "api_key")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "v1"
     );
     // Another writer changes storage behind the store's back.
@@ -612,7 +612,7 @@ async fn cache_ttl_and_invalidation() {
             .get_key("k", "api_key")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "v1",
         "cached"
     );
@@ -622,7 +622,7 @@ async fn cache_ttl_and_invalidation() {
             .get_key("k", "api_key")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "v2",
         "TTL passed"
     );
@@ -651,7 +651,7 @@ async fn cached_credential_is_refreshed_when_it_enters_the_window() {
             .get_key("gh", "access_token")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "first"
     );
     f.clock.advance(chrono::Duration::minutes(56));
@@ -660,7 +660,7 @@ async fn cached_credential_is_refreshed_when_it_enters_the_window() {
             .get_key("gh", "access_token")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "next"
     );
 }
@@ -684,19 +684,19 @@ async fn resolve_templates() {
         .resolve("Bearer {{github.access_token}}")
         .await
         .unwrap();
-    assert_eq!(v.expose_secret(), "Bearer gho_abc");
+    assert_eq!(v.expose_secret(), "Bearer gho_abc"); // EXPOSE: the test compares the secret value.
     let v = f
         .store
         .resolve("{{ brave }}/{{brave.api_key}}")
         .await
         .unwrap();
-    assert_eq!(v.expose_secret(), "BSA/BSA");
+    assert_eq!(v.expose_secret(), "BSA/BSA"); // EXPOSE: the test compares the secret value.
     assert_eq!(
         f.store
             .resolve("no placeholders")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "no placeholders"
     );
     let err = f.store.resolve("{{github}}").await.unwrap_err();
@@ -865,7 +865,7 @@ impl CredentialProvider for StrictProvider {
         tokio::task::yield_now().await;
         let presented = c
             .get_key("refresh_token")
-            .map(|v| v.expose_secret().to_string());
+            .map(|v| v.expose_secret().to_string()); // EXPOSE: the test compares the secret value.
         let mut cur = self.current.lock().unwrap();
         if self.revoked.load(Ordering::SeqCst) || presented.as_deref() != Some(cur.as_str()) {
             self.revoked.store(true, Ordering::SeqCst);
@@ -909,7 +909,7 @@ async fn stores_sharing_a_locking_storage_make_one_token_request() {
         .map(|s| tokio::spawn(async move { s.get_key("gh", "access_token").await }))
         .collect();
     for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap().expose_secret(), "at-1");
+        assert_eq!(t.await.unwrap().unwrap().expose_secret(), "at-1"); // EXPOSE: the test compares the secret value.
     }
     assert_eq!(
         provider.requests.load(Ordering::SeqCst),
@@ -945,7 +945,7 @@ async fn rejection_after_a_lost_race_adopts_the_winners_credential() {
         a.get_key("gh", "access_token")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "at-1"
     );
     // B refreshes with the stale copy (as if it had loaded before A saved).
@@ -958,7 +958,7 @@ async fn rejection_after_a_lost_race_adopts_the_winners_credential() {
         )
         .await
         .unwrap();
-    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "at-1");
+    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "at-1"); // EXPOSE: the test compares the secret value.
 }
 
 #[tokio::test]
@@ -993,7 +993,7 @@ async fn lock_timeout_is_unavailable() {
             .get_key("gh", "access_token")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "at-1"
     );
 }

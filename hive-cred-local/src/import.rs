@@ -335,7 +335,7 @@ mod tests {
         assert_eq!(c.description(), None);
         assert_eq!(c.tags(), ["a".to_string()]);
         let key = c.key("access_token").unwrap();
-        assert_eq!(key.value().expose_secret(), CANARY);
+        assert_eq!(key.value().expose_secret(), CANARY); // EXPOSE: the test compares the secret value.
         assert_eq!(
             key.expires_at().unwrap().to_rfc3339(),
             "2030-01-02T03:04:05.123456+00:00"

@@ -319,7 +319,7 @@ mod tests {
         let src = KeySource::from_lookup(lookup(&[(ENV_KEY, "  "), (ENV_PASSPHRASE, "hunter2")]))
             .unwrap();
         match src {
-            KeySource::Passphrase(p) => assert_eq!(p.expose_secret(), "hunter2"),
+            KeySource::Passphrase(p) => assert_eq!(p.expose_secret(), "hunter2"), // EXPOSE: the test compares the secret value.
             other => panic!("expected a passphrase, got {other:?}"),
         }
     }
@@ -360,7 +360,7 @@ mod tests {
         };
         assert_eq!(RawKey::from_base64(&text).unwrap().bytes(), key.bytes());
         let (_, other) = KeySource::generate().unwrap();
-        assert_ne!(other.expose_secret(), text.expose_secret());
+        assert_ne!(other.expose_secret(), text.expose_secret()); // EXPOSE: the test compares the secret value.
     }
 
     #[test]

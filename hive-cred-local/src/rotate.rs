@@ -162,7 +162,7 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(c.get_key("k").unwrap().expose_secret(), format!("v{i}"));
+            assert_eq!(c.get_key("k").unwrap().expose_secret(), format!("v{i}")); // EXPOSE: the test compares the secret value.
         }
         let report = reopened.rotate_data_key().await.unwrap();
         assert_eq!(report.generation, 2, "the same rotation is finished");

@@ -48,14 +48,14 @@ async fn imports_a_store_written_by_python_cryptography() {
     assert_eq!(gh.description(), Some("GitHub"));
     assert_eq!(gh.tags(), ["vcs".to_string()]);
     let at = gh.key("access_token").unwrap();
-    assert_eq!(at.value().expose_secret(), "gho_fixture_access");
+    assert_eq!(at.value().expose_secret(), "gho_fixture_access"); // EXPOSE: the test compares the secret value.
     assert_eq!(
         at.expires_at().unwrap().to_rfc3339(),
         "2030-01-02T03:04:05+00:00"
     );
     assert_eq!(at.metadata().get("token_type").unwrap(), "bearer");
     let rt = gh.key("refresh_token").unwrap();
-    assert_eq!(rt.value().expose_secret(), "ghr_fixture_refresh");
+    assert_eq!(rt.value().expose_secret(), "ghr_fixture_refresh"); // EXPOSE: the test compares the secret value.
     assert_eq!(rt.expires_at(), None);
     assert_eq!(
         gh.created_at().to_rfc3339(),
@@ -71,7 +71,7 @@ async fn imports_a_store_written_by_python_cryptography() {
     assert_eq!(brave.provider_id(), None);
     assert!(!brave.auto_refresh());
     assert_eq!(
-        brave.get_key("api_key").unwrap().expose_secret(),
+        brave.get_key("api_key").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
         "BSA-fixture-key"
     );
 }
@@ -119,7 +119,7 @@ async fn imports_files_from_the_fernet_crate_and_never_overwrites() {
     assert_eq!(again.failures.len(), 1);
     assert!(again.failures[0].reason.contains("already exists"));
     let kept = s.load(&id("slack")).await.unwrap().unwrap();
-    assert_eq!(kept.get_key("token").unwrap().expose_secret(), "rotated");
+    assert_eq!(kept.get_key("token").unwrap().expose_secret(), "rotated"); // EXPOSE: the test compares the secret value.
 }
 
 #[tokio::test]

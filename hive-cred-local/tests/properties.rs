@@ -50,7 +50,7 @@ fn credential_strategy() -> impl Strategy<Value = CredentialObject> {
 
 fn values(c: &CredentialObject) -> BTreeMap<String, String> {
     c.keys()
-        .map(|k| (k.name().to_string(), k.value().expose_secret().to_string()))
+        .map(|k| (k.name().to_string(), k.value().expose_secret().to_string())) // EXPOSE: the test compares the secret value.
         .collect()
 }
 

@@ -389,7 +389,7 @@ auth_style = "basic_auth"
         let lookup = |name: &str| (name == "SSO_SECRET").then(|| "env-secret".to_string());
         let gh = cfg.providers[0].client_secret.as_ref().unwrap();
         assert_eq!(
-            gh.resolve(&storage, &lookup).await.unwrap().expose_secret(),
+            gh.resolve(&storage, &lookup).await.unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
             "cs-123456"
         );
         let sso = cfg.providers[1].client_secret.as_ref().unwrap();
@@ -397,7 +397,7 @@ auth_style = "basic_auth"
             sso.resolve(&storage, &lookup)
                 .await
                 .unwrap()
-                .expose_secret(),
+                .expose_secret(), // EXPOSE: the test compares the secret value.
             "env-secret"
         );
         let none = |_: &str| None;

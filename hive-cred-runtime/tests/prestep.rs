@@ -133,7 +133,7 @@ async fn refreshes_what_needs_it_before_the_node_runs() {
             let token = gh
                 .get_key("access_token")
                 .unwrap()
-                .expose_secret()
+                .expose_secret() // EXPOSE: the test compares the secret value.
                 .to_string();
             let key = ctx
                 .credential_store
@@ -141,7 +141,7 @@ async fn refreshes_what_needs_it_before_the_node_runs() {
                 .await?
                 .get_key("api_key")
                 .unwrap()
-                .expose_secret()
+                .expose_secret() // EXPOSE: the test compares the secret value.
                 .to_string();
             assert_eq!(ctx.credentials().len(), 4);
             Ok::<_, Error>((token, key))
@@ -260,7 +260,7 @@ async fn expired_without_auto_refresh_is_dead_but_advisory_window_failure_is_not
         .unwrap()
         .get_key("access_token")
         .unwrap();
-    assert_eq!(token.expose_secret(), "old-slack-token-2");
+    assert_eq!(token.expose_secret(), "old-slack-token-2"); // EXPOSE: the test compares the secret value.
 
     // Past expiry the same temporary failure stops the node, as a temporary error.
     clock.advance(Duration::minutes(3));

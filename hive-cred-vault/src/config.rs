@@ -406,7 +406,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.address(), "http://127.0.0.1:8200/");
         match c.auth() {
-            VaultAuth::Token(t) => assert_eq!(t.expose_secret(), "hive-token"),
+            VaultAuth::Token(t) => assert_eq!(t.expose_secret(), "hive-token"), // EXPOSE: the test compares the secret value.
             other => panic!("unexpected auth {other:?}"),
         }
         assert_eq!(c.namespace.as_deref(), Some("team"));
@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(c.address(), "https://vault.internal:8200/");
         assert_eq!(c.ca_cert, Some(PathBuf::from("/etc/ca.pem")));
         match c.auth() {
-            VaultAuth::Token(t) => assert_eq!(t.expose_secret(), "std-token"),
+            VaultAuth::Token(t) => assert_eq!(t.expose_secret(), "std-token"), // EXPOSE: the test compares the secret value.
             other => panic!("unexpected auth {other:?}"),
         }
     }

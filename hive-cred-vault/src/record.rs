@@ -206,7 +206,7 @@ mod tests {
         expect.version = 5;
         assert_eq!(back.metadata(), expect);
         assert_eq!(
-            back.get_key("refresh_token").unwrap().expose_secret(),
+            back.get_key("refresh_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
             "rt-value"
         );
     }
@@ -217,7 +217,7 @@ mod tests {
         let data = json!({"api_key": "sk-1", "org": "o-1"});
         let c = decode(&id, data, 2, "2024-05-06T07:08:09.123456Z").unwrap();
         assert_eq!(c.credential_type(), CredentialType::Custom);
-        assert_eq!(c.get_key("api_key").unwrap().expose_secret(), "sk-1");
+        assert_eq!(c.get_key("api_key").unwrap().expose_secret(), "sk-1"); // EXPOSE: the test compares the secret value.
         assert_eq!(c.version(), 2);
         assert_eq!(
             c.created_at(),

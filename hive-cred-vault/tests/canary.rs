@@ -53,7 +53,7 @@ fn canary_never_in_errors_or_tracing() {
         c.set_key("token", CANARY, None).unwrap();
         storage.save(&c).await.unwrap();
         let back = storage.load(&id).await.unwrap().unwrap();
-        assert_eq!(back.get_key("token").unwrap().expose_secret(), CANARY);
+        assert_eq!(back.get_key("token").unwrap().expose_secret(), CANARY); // EXPOSE: the test compares the secret value.
         let conflict = storage.save(&c).await.unwrap_err();
         let denied = {
             let ro =

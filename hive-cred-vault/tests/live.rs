@@ -53,7 +53,7 @@ async fn cas_conflict_between_two_storages() {
         2,
         "the KV version is the credential version"
     );
-    assert_eq!(reread.get_key("api_key").unwrap().expose_secret(), "from-a");
+    assert_eq!(reread.get_key("api_key").unwrap().expose_secret(), "from-a"); // EXPOSE: the test compares the secret value.
 
     // Two hosts creating the same new id: cas=0 lets exactly one win.
     let fresh = unique_id("race");
@@ -98,7 +98,7 @@ path "secret/metadata/{prefix}" {{ capabilities = ["list"] }}
         .expect("a read-only token can connect");
     let loaded = ro.load(&id).await.unwrap().expect("reads are allowed");
     assert_eq!(
-        loaded.get_key("api_key").unwrap().expose_secret(),
+        loaded.get_key("api_key").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
         "readable"
     );
     assert!(ro.list().await.unwrap().contains(&id));
@@ -119,7 +119,7 @@ path "secret/metadata/{prefix}" {{ capabilities = ["list"] }}
 
     // Nothing changed.
     let back = root.load(&id).await.unwrap().unwrap();
-    assert_eq!(back.get_key("api_key").unwrap().expose_secret(), "readable");
+    assert_eq!(back.get_key("api_key").unwrap().expose_secret(), "readable"); // EXPOSE: the test compares the secret value.
     assert_eq!(back.version(), 1);
 
     // A token without any access to the prefix is denied reads too.
@@ -353,7 +353,7 @@ async fn hand_written_secrets_load_and_exists_reads_no_values() {
     let id = hive_cred_core::CredentialId::new("openai").unwrap();
     let mut c = storage.load(&id).await.unwrap().expect("present");
     assert_eq!(c.credential_type(), CredentialType::Custom);
-    assert_eq!(c.get_key("api_key").unwrap().expose_secret(), "sk-by-hand");
+    assert_eq!(c.get_key("api_key").unwrap().expose_secret(), "sk-by-hand"); // EXPOSE: the test compares the secret value.
     assert_eq!(c.version(), 1);
     c.set_key("api_key", "sk-rotated", None).unwrap();
     storage.save(&c).await.expect("save adds hive.meta");
@@ -458,7 +458,7 @@ async fn empty_disk_child() {
         .unwrap();
     let got = store.get(id.as_str()).await.unwrap();
     assert_eq!(
-        got.get_key("api_key").unwrap().expose_secret(),
+        got.get_key("api_key").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
         "on-vault-only"
     );
     assert!(store.list().await.unwrap().contains(&id));
@@ -470,7 +470,7 @@ async fn empty_disk_child() {
             .get_key(id.as_str(), "api_key")
             .await
             .unwrap()
-            .expose_secret(),
+            .expose_secret(), // EXPOSE: the test compares the secret value.
         "rotated"
     );
     assert!(store.delete(id.as_str()).await.unwrap());

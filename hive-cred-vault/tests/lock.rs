@@ -519,7 +519,7 @@ async fn two_stores_refresh_once_through_the_vault_lock() {
     for g in gets {
         let got = g.await.unwrap().expect("get refreshes");
         assert_eq!(
-            got.get_key("access_token").unwrap().expose_secret(),
+            got.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
             "access-1"
         );
     }

@@ -52,7 +52,7 @@ async fn server_stopped_mid_run_is_unavailable_then_recovers() {
         .await
         .expect("the same storage works once the server is back");
     let back = storage.load(&id).await.unwrap().expect("stored");
-    assert_eq!(back.get_key("api_key").unwrap().expose_secret(), "again");
+    assert_eq!(back.get_key("api_key").unwrap().expose_secret(), "again"); // EXPOSE: the test compares the secret value.
     assert_eq!(storage.list().await.unwrap(), vec![id.clone()]);
 
     // A sealed server is unavailable too, and says so.

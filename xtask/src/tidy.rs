@@ -90,9 +90,6 @@ pub fn check(root: &Path) -> Result<Vec<Violation>> {
         let text =
             fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         let rel = file.strip_prefix(root).unwrap_or(&file);
-        if is_test_code(rel) {
-            continue;
-        }
         for line in unmarked_exposes(&text) {
             out.push(Violation {
                 path: rel.to_path_buf(),
@@ -106,18 +103,6 @@ pub fn check(root: &Path) -> Result<Vec<Violation>> {
     }
     out.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
     Ok(out)
-}
-
-/// Test code may expose secrets freely (it asserts values): integration tests, benches
-/// and `*_tests.rs` unit-test files are not checked, nor anything after a `#[cfg(test)]`
-/// line inside a file (see [`unmarked_exposes`]).
-fn is_test_code(rel: &Path) -> bool {
-    rel.components()
-        .any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches")
-        || rel
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with("_tests.rs"))
 }
 
 /// All `*.rs` files under `root`, skipping build output and tool installs.
@@ -157,10 +142,6 @@ pub fn unmarked_exposes(text: &str) -> Vec<usize> {
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let trimmed = line.trim_start();
-        if trimmed == "#[cfg(test)]" {
-            // Unit tests sit at the end of a file; test code is exempt.
-            break;
-        }
         if trimmed.starts_with("//") && !trimmed.starts_with("///") && !trimmed.starts_with("//!") {
             continue;
         }
@@ -267,16 +248,12 @@ mod tests {
     }
 
     #[test]
-    fn test_code_is_exempt() {
+    fn test_code_is_checked_too() {
         let text = format!(
             "let a = k{c};\n#[cfg(test)]\nmod tests {{ let b = k{c}; }}\n",
             c = call()
         );
-        assert_eq!(unmarked_exposes(&text), vec![1]);
-        assert!(is_test_code(Path::new("hive-cred-core/tests/canary.rs")));
-        assert!(is_test_code(Path::new("hive-cred-core/benches/core.rs")));
-        assert!(is_test_code(Path::new("hive-cred-core/src/store_tests.rs")));
-        assert!(!is_test_code(Path::new("hive-cred-core/src/store.rs")));
+        assert_eq!(unmarked_exposes(&text), vec![1, 3]);
     }
 
     #[test]

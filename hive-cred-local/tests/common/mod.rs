@@ -46,7 +46,7 @@ pub async fn value_of(s: &LocalStorage, id_: &str) -> String {
         .unwrap_or_else(|| panic!("{id_} missing"))
         .get_key("api_key")
         .unwrap()
-        .expose_secret()
+        .expose_secret() // EXPOSE: the test compares the secret value.
         .to_string()
 }
 
