@@ -11,7 +11,7 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use hive_cred_core::{
     AccessHook, Clock, CredentialId, CredentialObject, CredentialProvider, CredentialStorage,
-    CredentialStore, Error, ErrorKind, RefreshPolicy, Result,
+    CredentialStore, CredentialStoreBuilder, Error, ErrorKind, RefreshPolicy, Result,
 };
 use tracing::Instrument as _;
 
@@ -289,11 +289,9 @@ impl fmt::Debug for AgentRuntime {
 #[must_use]
 pub struct AgentRuntimeBuilder {
     storage: Option<Arc<dyn CredentialStorage>>,
-    providers: Vec<Arc<dyn CredentialProvider>>,
-    policy: Option<RefreshPolicy>,
-    cache_ttl: Option<Duration>,
-    clock: Option<Arc<dyn Clock>>,
-    hooks: Vec<Arc<dyn AccessHook>>,
+    /// Providers, policy, TTL, clock and extra hooks go straight to the store's builder;
+    /// `build` adds the observed storage, the audit hook and the config's providers.
+    store: CredentialStoreBuilder,
     audit: Option<AuditLog>,
     config: Option<RuntimeConfig>,
     env_lookup: Option<EnvLookup>,
@@ -305,11 +303,7 @@ impl Default for AgentRuntimeBuilder {
     fn default() -> Self {
         AgentRuntimeBuilder {
             storage: None,
-            providers: Vec::new(),
-            policy: None,
-            cache_ttl: None,
-            clock: None,
-            hooks: Vec::new(),
+            store: CredentialStore::builder(),
             audit: None,
             config: None,
             env_lookup: None,
@@ -323,7 +317,7 @@ impl fmt::Debug for AgentRuntimeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentRuntimeBuilder")
             .field("storage", &self.storage)
-            .field("providers", &self.providers.len())
+            .field("store", &self.store)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -338,31 +332,31 @@ impl AgentRuntimeBuilder {
 
     /// Registers a refresh provider.
     pub fn provider(mut self, provider: Arc<dyn CredentialProvider>) -> Self {
-        self.providers.push(provider);
+        self.store = self.store.provider(provider);
         self
     }
 
     /// The store's refresh policy. Default: [`RefreshPolicy::default`].
     pub fn refresh_policy(mut self, policy: RefreshPolicy) -> Self {
-        self.policy = Some(policy);
+        self.store = self.store.refresh_policy(policy);
         self
     }
 
     /// The store's cache TTL. Default: 300 s.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
-        self.cache_ttl = Some(ttl);
+        self.store = self.store.cache_ttl(ttl);
         self
     }
 
     /// The clock. Default: the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
+        self.store = self.store.clock(clock);
         self
     }
 
     /// Adds an access hook besides the runtime's own audit log.
     pub fn access_hook(mut self, hook: Arc<dyn AccessHook>) -> Self {
-        self.hooks.push(hook);
+        self.store = self.store.access_hook(hook);
         self
     }
 
@@ -408,7 +402,7 @@ impl AgentRuntimeBuilder {
         })?;
         let redactor = RedactorHandle::new(self.min_secret_len);
         let mut audit = self.audit.unwrap_or_default();
-        let mut providers = self.providers;
+        let mut builder = self.store;
         if let Some(config) = &self.config {
             config.validate()?;
             if let (Some(path), None) = (&config.audit_log, audit.file()) {
@@ -417,31 +411,16 @@ impl AgentRuntimeBuilder {
             let lookup: EnvLookup = self
                 .env_lookup
                 .unwrap_or_else(|| Arc::new(|name: &str| std::env::var(name).ok()));
-            providers.extend(config_providers(config, &*storage, &lookup, &redactor).await?);
+            for p in config_providers(config, &*storage, &lookup, &redactor).await? {
+                builder = builder.provider(p);
+            }
         }
         let observed: Arc<dyn CredentialStorage> = Arc::new(ObservedStorage {
             inner: storage,
             redactor: redactor.clone(),
         });
         let audit = Arc::new(audit);
-        let mut builder = CredentialStore::builder()
-            .storage(observed)
-            .access_hook(audit.clone());
-        for hook in self.hooks {
-            builder = builder.access_hook(hook);
-        }
-        for p in providers {
-            builder = builder.provider(p);
-        }
-        if let Some(policy) = self.policy {
-            builder = builder.refresh_policy(policy);
-        }
-        if let Some(ttl) = self.cache_ttl {
-            builder = builder.cache_ttl(ttl);
-        }
-        if let Some(clock) = self.clock {
-            builder = builder.clock(clock);
-        }
+        let builder = builder.storage(observed).access_hook(audit.clone());
         Ok(AgentRuntime {
             credential_store: builder.build()?,
             redactor,
