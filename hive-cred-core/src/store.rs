@@ -15,7 +15,7 @@ use crate::credential::validate_key_name;
 use crate::credential::{CredentialObject, DEFAULT_REFRESH_WINDOW};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hook::{AccessEvent, AccessHook, AccessOperation, AccessOutcome};
-use crate::id::{self, CredentialId};
+use crate::id::CredentialId;
 use crate::lock::LockOptions;
 use crate::provider::CredentialProvider;
 use crate::storage::CredentialStorage;
@@ -595,7 +595,6 @@ impl CredentialStore {
     /// Loads (and refreshes if needed) through the single-flight map. The bool tells
     /// whether the result is a stale credential returned after a failed refresh.
     async fn fetch(&self, id: &str, force: bool) -> Result<(Arc<CredentialObject>, bool)> {
-        id::validate(id)?;
         let cid = CredentialId::new(id)?;
         let flight = {
             let mut flights = lock(&self.inner.flights);
