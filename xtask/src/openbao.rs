@@ -225,7 +225,6 @@ fn absolute(path: PathBuf) -> Result<Bao> {
 
 /// A running `bao server -dev`. Dropping it kills the server (also on panic); the Ctrl-C
 /// handler kills it too.
-#[derive(Debug)]
 pub struct DevServer {
     slot: Slot,
     pid: u32,
@@ -233,6 +232,18 @@ pub struct DevServer {
     token: String,
     log: PathBuf,
     pid_file: PathBuf,
+}
+
+impl std::fmt::Debug for DevServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The root token is a secret even on a throwaway server: never in Debug output.
+        f.debug_struct("DevServer")
+            .field("pid", &self.pid)
+            .field("addr", &self.addr)
+            .field("token", &"[REDACTED]")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DevServer {
