@@ -15,6 +15,8 @@ use hive_cred_core::{
 };
 use zeroize::Zeroizing;
 
+#[cfg(unix)]
+use crate::durable::replace_via_spare;
 use crate::durable::{
     create_private_dir, hex, io_error, read_capped, remove_durable, remove_stale_temp_files,
     too_open, unhex, write_atomic,
@@ -108,6 +110,10 @@ pub(crate) struct Inner {
     /// [`DirStamp`]).
     listing: Mutex<Option<Listing>>,
     temp_cleaned: AtomicBool,
+    /// Whether saves may exchange the spare file with a record (see
+    /// [`replace_via_spare`](crate::durable)); cleared where the file system refuses.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    exchange: AtomicBool,
 }
 
 impl fmt::Debug for LocalStorage {
@@ -435,6 +441,7 @@ impl Inner {
             names: Mutex::new(HashMap::new()),
             listing: Mutex::new(None),
             temp_cleaned: AtomicBool::new(false),
+            exchange: AtomicBool::new(true),
         })
     }
 
@@ -600,24 +607,29 @@ impl Inner {
         }
         let tag = keys.id_tag(id);
         let path = self.record_path(&tag);
-        let bytes = match read_capped(&path, MAX_RECORD_LEN) {
-            Ok(Some(bytes)) => bytes,
-            other => return Some(other.map(|_| None)),
-        };
-        if let Ok(view) = parse_record(&bytes) {
-            keys.material.dek(view.generation)?;
+        let read = read_record(&path, |bytes| {
+            if let Ok(view) = parse_record(&bytes) {
+                if keys.material.dek(view.generation).is_none() {
+                    return Ok(None);
+                }
+            }
+            self.finish_load(&keys, id, &tag, bytes, &path).map(Some)
+        });
+        match read {
+            Ok(Some(None)) => None,
+            Ok(Some(Some(credential))) => Some(Ok(Some(credential))),
+            Ok(None) => Some(Ok(None)),
+            Err(e) => Some(Err(e)),
         }
-        Some(self.finish_load(&keys, id, &tag, bytes, &path))
     }
 
     fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
         let keys = self.read_keys()?;
         let tag = keys.id_tag(id);
         let path = self.record_path(&tag);
-        let Some(bytes) = read_capped(&path, MAX_RECORD_LEN)? else {
-            return Ok(None);
-        };
-        self.finish_load(&keys, id, &tag, bytes, &path)
+        read_record(&path, |bytes| {
+            self.finish_load(&keys, id, &tag, bytes, &path)
+        })
     }
 
     fn finish_load(
@@ -627,7 +639,7 @@ impl Inner {
         tag: &[u8; TAG_LEN],
         bytes: Vec<u8>,
         path: &Path,
-    ) -> Result<Option<CredentialObject>> {
+    ) -> Result<CredentialObject> {
         let (version, plaintext) = self.decrypt_owned(keys, bytes, tag, path)?;
         let mut credential = decode(&plaintext, path)?;
         if credential.id() != id {
@@ -637,7 +649,7 @@ impl Inner {
         }
         credential.set_version(version);
         lock(&self.names).entry(*tag).or_insert_with(|| id.clone());
-        Ok(Some(credential))
+        Ok(credential)
     }
 
     fn exists(&self, id: &CredentialId) -> Result<bool> {
@@ -675,6 +687,9 @@ impl Inner {
         let (generation, dek) = keys.material.current();
         let sealed = seal_record(dek, generation, next, &keys.store_id, &tag, &json)
             .map_err(|e| e.with_context("id", id))?;
+        #[cfg(unix)]
+        replace_via_spare(&self.dir, &path, &sealed, stored != 0, &self.exchange)?;
+        #[cfg(not(unix))]
         write_atomic(&self.dir, &path, &sealed, true)?;
         lock(&self.names).insert(tag, id.clone());
         Ok(())
@@ -798,18 +813,17 @@ impl Inner {
     /// Decrypts a record found by its file name to learn its id.
     fn identify(&self, keys: &Arc<Keyring>, tag: &[u8; TAG_LEN]) -> Result<Option<CredentialId>> {
         let path = self.record_path(tag);
-        let Some(bytes) = read_capped(&path, MAX_RECORD_LEN)? else {
-            return Ok(None);
-        };
-        let (_, plaintext) = self.decrypt_owned(keys, bytes, tag, &path)?;
-        let credential = decode(&plaintext, &path)?;
-        if keys.id_tag(credential.id()) != *tag {
-            return Err(Error::corrupted(
-                "credential record is stored under another id's file name",
-            )
-            .with_context("file", path.display()));
-        }
-        Ok(Some(credential.id().clone()))
+        read_record(&path, |bytes| {
+            let (_, plaintext) = self.decrypt_owned(keys, bytes, tag, &path)?;
+            let credential = decode(&plaintext, &path)?;
+            if keys.id_tag(credential.id()) != *tag {
+                return Err(Error::corrupted(
+                    "credential record is stored under another id's file name",
+                )
+                .with_context("file", path.display()));
+            }
+            Ok(credential.id().clone())
+        })
     }
 
     fn lock_credential(
@@ -824,6 +838,34 @@ impl Inner {
         let locks = self.dir.join(LOCKS_DIR);
         create_private_dir(&locks)?;
         LocalCredentialLock::acquire(&locks.join(format!("{}.lock", hex(&keys.id_tag(id)))), wait)
+    }
+}
+
+/// How many times a record that fails to authenticate or parse is read before the
+/// failure is reported. A reader can catch a record file's inode while a later save
+/// rewrites it (see [`replace_via_spare`](crate::durable)); reading the name again then
+/// finds the current record. A record that is really damaged fails every time.
+const READ_ATTEMPTS: usize = 5;
+
+/// Reads the record file at `path` and hands its bytes to `open`; `Ok(None)` when the
+/// file does not exist. Reads again (up to [`READ_ATTEMPTS`] in all) when `open` says
+/// the bytes do not authenticate or are malformed.
+fn read_record<T>(path: &Path, mut open: impl FnMut(Vec<u8>) -> Result<T>) -> Result<Option<T>> {
+    let mut attempt = 1;
+    loop {
+        let Some(bytes) = read_capped(path, MAX_RECORD_LEN)? else {
+            return Ok(None);
+        };
+        match open(bytes) {
+            Err(e)
+                if attempt < READ_ATTEMPTS
+                    && matches!(e.kind(), ErrorKind::Decryption | ErrorKind::Corrupted) =>
+            {
+                tracing::debug!(file = %path.display(), attempt, "credential record did not authenticate; reading it again");
+                attempt += 1;
+            }
+            done => return done.map(Some),
+        }
     }
 }
 
@@ -891,7 +933,7 @@ struct Listing {
 /// skip reading a directory that has not changed.
 ///
 /// Every change to the set of record files, by this process or another, is a link, an
-/// unlink or a rename in the store directory (writes are temp file + rename), and each
+/// unlink, a rename or an exchange in the store directory (see `durable`), and each
 /// sets the directory's mtime and ctime to the current time. A different directory at the
 /// same path differs in `dev`/`ino`. So an equal stamp means an equal set of names, with
 /// one exception: a change in the same file-system timestamp tick as the stamp (ticks are
@@ -959,6 +1001,53 @@ mod tests {
     use crate::key::RawKey;
     use hive_cred_core::CredentialType;
 
+    #[test]
+    fn records_that_fail_to_authenticate_are_read_again_then_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.cred");
+        std::fs::write(&path, b"bytes").unwrap();
+        let failing = |kind| Error::new(kind, "no");
+
+        // A torn read: the second attempt succeeds.
+        let mut calls = 0;
+        let got = read_record(&path, |bytes| {
+            calls += 1;
+            if calls == 1 {
+                Err(failing(ErrorKind::Decryption))
+            } else {
+                Ok(bytes)
+            }
+        })
+        .unwrap();
+        assert_eq!((got.as_deref(), calls), (Some(&b"bytes"[..]), 2));
+
+        // Damaged for good: reported after the last attempt.
+        let mut calls = 0;
+        let err = read_record(&path, |_| -> Result<()> {
+            calls += 1;
+            Err(failing(ErrorKind::Corrupted))
+        })
+        .unwrap_err();
+        assert_eq!((err.kind(), calls), (ErrorKind::Corrupted, READ_ATTEMPTS));
+
+        // Other failures are not retried.
+        let mut calls = 0;
+        let err = read_record(&path, |_| -> Result<()> {
+            calls += 1;
+            Err(failing(ErrorKind::Config))
+        })
+        .unwrap_err();
+        assert_eq!((err.kind(), calls), (ErrorKind::Config, 1));
+
+        assert!(
+            read_record(&dir.path().join("absent"), |_| -> Result<()> {
+                unreachable!()
+            })
+            .unwrap()
+            .is_none()
+        );
+    }
+
     fn key() -> KeySource {
         KeySource::RawKey(RawKey::from_bytes([9; 32]))
     }
@@ -1020,7 +1109,7 @@ mod tests {
         assert!(other.delete(&id("a")).await.unwrap());
         assert_eq!(sorted(s.list().await.unwrap()), ["b", "c"]);
 
-        // Rewriting an existing record (rename over it) also invalidates it.
+        // Rewriting an existing record (an exchange with the spare) also invalidates it.
         settle(&s, &[id("sentinel")]);
         let b = other.load(&id("b")).await.unwrap().unwrap();
         other.save(&b).await.unwrap();

@@ -458,3 +458,53 @@ fn from_env_reads_the_process_environment_in_a_child() {
     run(&[("HIVE_CREDENTIAL_PASSPHRASE", "pw")], "passphrase");
     run(&[], "none");
 }
+
+/// Saves reuse one spare file by exchanging it with the record they replace, so a reader
+/// can hold a record's old inode while the next save rewrites it. Loads must read such a
+/// record again rather than report it damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_racing_saves_always_see_a_whole_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), raw_key(1)).await;
+    for name in ["a", "b"] {
+        s.save(&api_key(name, &format!("{name}-0"))).await.unwrap();
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = ["a", "b", "a", "b"]
+        .into_iter()
+        .map(|name| {
+            let s = s.clone();
+            let done = std::sync::Arc::clone(&done);
+            tokio::task::spawn_blocking(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                let mut loads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let c = rt.block_on(s.load(&id(name))).unwrap().unwrap();
+                    // EXPOSE: the test checks the record belongs to this credential.
+                    let value = secrecy::ExposeSecret::expose_secret(c.get_key("api_key").unwrap());
+                    assert!(
+                        value.starts_with(&format!("{name}-")),
+                        "{name}: wrong record"
+                    );
+                    loads += 1;
+                }
+                loads
+            })
+        })
+        .collect();
+    for round in 1..=150 {
+        for name in ["a", "b"] {
+            let mut c = s.load(&id(name)).await.unwrap().unwrap();
+            c.set_key("api_key", format!("{name}-{round}"), None)
+                .unwrap();
+            s.save(&c).await.unwrap();
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+    assert_eq!(value_of(&s, "b").await, "b-150");
+}
