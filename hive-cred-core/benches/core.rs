@@ -1,4 +1,5 @@
-//! Hot paths of hive-cred-core: warm `get`, `resolve`, `needs_refresh`.
+//! Hot paths of hive-cred-core: warm `get`, `resolve`, `needs_refresh`, and the stored
+//! codec every persistent backend decodes with on each load.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -70,6 +71,30 @@ fn bench(c: &mut Criterion) {
     let now = Utc::now();
     c.bench_function("credential/needs_refresh_5_keys", |b| {
         b.iter(|| black_box(&five).needs_refresh_at(black_box(now), DEFAULT_REFRESH_WINDOW))
+    });
+
+    // The shape of an OAuth2 record: two keys, one with an expiry, nanosecond timestamps.
+    let mut oauth = CredentialObject::builder("github", CredentialType::OAuth2)
+        .provider_id("oauth2_provider")
+        .auto_refresh(true)
+        .build()
+        .expect("valid");
+    oauth
+        .set_key(
+            "access_token",
+            "gho_".repeat(10),
+            Some(Utc::now() + Duration::hours(1)),
+        )
+        .expect("key");
+    oauth
+        .set_key("refresh_token", "ghr_".repeat(10), None)
+        .expect("key");
+    let json = hive_cred_core::codec::to_stored_json(&oauth).expect("encode");
+    c.bench_function("codec/decode_oauth2", |b| {
+        b.iter(|| hive_cred_core::codec::from_stored_json(black_box(&json)).expect("decode"))
+    });
+    c.bench_function("codec/encode_oauth2", |b| {
+        b.iter(|| hive_cred_core::codec::to_stored_json(black_box(&oauth)).expect("encode"))
     });
 }
 

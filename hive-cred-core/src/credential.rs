@@ -128,6 +128,29 @@ impl CredentialKey {
         })
     }
 
+    /// A key read back from storage: a bad name means the record is `Corrupted`.
+    pub(crate) fn stored(
+        id: &CredentialId,
+        name: String,
+        value: SecretString,
+        expires_at: Option<DateTime<Utc>>,
+        metadata: Metadata,
+    ) -> Result<Self> {
+        validate_key_name(&name).map_err(|e| {
+            Error::corrupted(format!(
+                "stored credential has an invalid key name: {}",
+                e.message()
+            ))
+            .with_context("id", id)
+        })?;
+        Ok(CredentialKey {
+            name,
+            value,
+            expires_at,
+            metadata,
+        })
+    }
+
     /// Adds non-secret metadata.
     pub fn with_metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
@@ -496,33 +519,19 @@ impl CredentialObject {
     /// `metadata` must have a value and every value a key entry; otherwise the data is
     /// inconsistent and this fails with `ErrorKind::Corrupted` naming the key.
     pub fn from_parts(
-        metadata: CredentialMetadata,
+        mut metadata: CredentialMetadata,
         values: impl IntoIterator<Item = (String, SecretString)>,
     ) -> Result<Self> {
         let mut values: BTreeMap<String, SecretString> = values.into_iter().collect();
         let mut keys = BTreeMap::new();
-        for (name, km) in metadata.keys {
-            validate_key_name(&name).map_err(|e| {
-                Error::corrupted(format!(
-                    "stored credential has an invalid key name: {}",
-                    e.message()
-                ))
-                .with_context("id", &metadata.id)
-            })?;
+        for (name, km) in std::mem::take(&mut metadata.keys) {
             let value = values.remove(&name).ok_or_else(|| {
                 Error::corrupted("stored credential lists a key without a value")
                     .with_context("id", &metadata.id)
                     .with_context("key", &name)
             })?;
-            keys.insert(
-                name.clone(),
-                CredentialKey {
-                    name,
-                    value,
-                    expires_at: km.expires_at,
-                    metadata: km.metadata,
-                },
-            );
+            let key = CredentialKey::stored(&metadata.id, name, value, km.expires_at, km.metadata)?;
+            keys.insert(key.name.clone(), key);
         }
         if let Some(extra) = values.keys().next() {
             return Err(
@@ -531,7 +540,16 @@ impl CredentialObject {
                     .with_context("key", extra),
             );
         }
-        Ok(CredentialObject {
+        Ok(Self::from_keys(metadata, keys))
+    }
+
+    /// Puts a decoded credential together: `metadata` without its `keys` map (ignored),
+    /// and the complete keys by name.
+    pub(crate) fn from_keys(
+        metadata: CredentialMetadata,
+        keys: BTreeMap<String, CredentialKey>,
+    ) -> Self {
+        CredentialObject {
             id: metadata.id,
             credential_type: metadata.credential_type,
             keys,
@@ -543,7 +561,7 @@ impl CredentialObject {
             updated_at: metadata.updated_at,
             last_refreshed: metadata.last_refreshed,
             version: metadata.version,
-        })
+        }
     }
 
     /// Sets the timestamps (for backends restoring or importing records).
