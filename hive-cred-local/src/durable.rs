@@ -65,9 +65,22 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 /// files, which the format parsers then reject). `Ok(None)` when the file is absent.
 ///
 /// Reads straight into one buffer sized for a typical record: no `stat`, no probing
-/// reads; the common small file costs `open`, two `read`s (the second sees end of
-/// file) and `close`.
+/// reads; a small file costs `open`, two `read`s (the second sees end of file) and
+/// `close`.
 pub(crate) fn read_capped(path: &Path, max: usize) -> Result<Option<Vec<u8>>> {
+    read_file(path, max, false)
+}
+
+/// [`read_capped`] that takes a first read returning less than it asked for as the end
+/// of the file, saving the `read` that would return 0. That holds for regular files on
+/// local file systems; where it does not, the bytes are a prefix of the record, which
+/// then fails to authenticate, and the caller reads again with [`read_capped`]. Only for
+/// authenticated records.
+pub(crate) fn read_capped_fast(path: &Path, max: usize) -> Result<Option<Vec<u8>>> {
+    read_file(path, max, true)
+}
+
+fn read_file(path: &Path, max: usize, short_read_is_eof: bool) -> Result<Option<Vec<u8>>> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -85,7 +98,12 @@ pub(crate) fn read_capped(path: &Path, max: usize) -> Result<Option<Vec<u8>>> {
         }
         match file.read(&mut buf[len..]) {
             Ok(0) => break,
-            Ok(n) => len += n,
+            Ok(n) => {
+                len += n;
+                if short_read_is_eof && len < buf.len() {
+                    break;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_error(e, "could not read", path)),
         }
@@ -423,11 +441,13 @@ mod tests {
         let p = dir.path().join("big");
         let data: Vec<u8> = (0..READ_CHUNK * 3 + 5).map(|i| (i % 251) as u8).collect();
         fs::write(&p, &data).unwrap();
-        assert_eq!(read_capped(&p, usize::MAX).unwrap().unwrap(), data);
-        assert_eq!(
-            read_capped(&p, READ_CHUNK).unwrap().unwrap().len(),
-            READ_CHUNK + 1
-        );
+        for read in [read_capped, read_capped_fast] {
+            assert_eq!(read(&p, usize::MAX).unwrap().unwrap(), data);
+            assert_eq!(read(&p, READ_CHUNK).unwrap().unwrap().len(), READ_CHUNK + 1);
+            assert_eq!(read(&p, 10).unwrap().unwrap().len(), 11);
+        }
+        fs::write(&p, b"small").unwrap();
+        assert_eq!(read_capped_fast(&p, 100).unwrap().unwrap(), b"small");
         fs::write(&p, b"").unwrap();
         assert!(read_capped(&p, 10).unwrap().unwrap().is_empty());
     }

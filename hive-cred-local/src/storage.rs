@@ -18,8 +18,8 @@ use zeroize::Zeroizing;
 #[cfg(unix)]
 use crate::durable::replace_via_spare;
 use crate::durable::{
-    create_private_dir, hex, io_error, read_capped, remove_durable, remove_stale_temp_files,
-    too_open, unhex, write_atomic,
+    create_private_dir, hex, io_error, read_capped, read_capped_fast, remove_durable,
+    remove_stale_temp_files, too_open, unhex, write_atomic,
 };
 use crate::format::{
     MAX_HEADER_LEN, MAX_RECORD_LEN, TAG_LEN, open_record, open_record_owned, parse_record,
@@ -849,11 +849,17 @@ const READ_ATTEMPTS: usize = 5;
 
 /// Reads the record file at `path` and hands its bytes to `open`; `Ok(None)` when the
 /// file does not exist. Reads again (up to [`READ_ATTEMPTS`] in all) when `open` says
-/// the bytes do not authenticate or are malformed.
+/// the bytes do not authenticate or are malformed. The first read trusts a short read
+/// to be the end of the file (see [`read_capped_fast`]); later ones read to the end.
 fn read_record<T>(path: &Path, mut open: impl FnMut(Vec<u8>) -> Result<T>) -> Result<Option<T>> {
     let mut attempt = 1;
     loop {
-        let Some(bytes) = read_capped(path, MAX_RECORD_LEN)? else {
+        let bytes = if attempt == 1 {
+            read_capped_fast(path, MAX_RECORD_LEN)?
+        } else {
+            read_capped(path, MAX_RECORD_LEN)?
+        };
+        let Some(bytes) = bytes else {
             return Ok(None);
         };
         match open(bytes) {
