@@ -115,9 +115,21 @@ fn read_file(path: &Path, max: usize, short_read_is_eof: bool) -> Result<Option<
 /// First read size of [`read_capped`]: larger than any ordinary record.
 const READ_CHUNK: usize = 2048;
 
-/// Writes `bytes` to `target` atomically and durably. With `sync_dir == false` the
-/// caller must call [`sync_dir`] before reporting success (batching many renames).
-pub(crate) fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+/// How much of [`write_atomic`]'s work is flushed to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// The file and the directory: durable when the call returns.
+    All,
+    /// The file only; the caller fsyncs the directory (see [`sync_dir`]) before
+    /// reporting success (batching many renames).
+    FileOnly,
+    /// Nothing: still atomic for readers, but after a power loss the old file, the new
+    /// one or an empty one may be found. For caches whose contents are checked on read.
+    Nothing,
+}
+
+/// Writes `bytes` to `target` atomically and, as `flush` says, durably.
+pub(crate) fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], flush: Flush) -> Result<()> {
     let mut suffix = [0u8; 8];
     fill_random(&mut suffix)?;
     let tmp: PathBuf = dir.join(format!("{TEMP_PREFIX}{}", hex(&suffix)));
@@ -129,8 +141,10 @@ pub(crate) fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], sync: bool) 
             .map_err(|e| io_error(e, "could not create a temporary file", &tmp))?;
         file.write_all(bytes)
             .map_err(|e| io_error(e, "could not write", &tmp))?;
-        file.sync_data()
-            .map_err(|e| io_error(e, "could not fsync", &tmp))?;
+        if flush != Flush::Nothing {
+            file.sync_data()
+                .map_err(|e| io_error(e, "could not fsync", &tmp))?;
+        }
         drop(file);
         fs::rename(&tmp, target).map_err(|e| io_error(e, "could not rename over", target))
     })();
@@ -139,7 +153,7 @@ pub(crate) fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], sync: bool) 
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    if sync {
+    if flush == Flush::All {
         sync_dir(dir)?;
     }
     Ok(())
@@ -353,8 +367,8 @@ mod tests {
     fn atomic_write_replaces_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("f");
-        write_atomic(dir.path(), &target, b"one", true).unwrap();
-        write_atomic(dir.path(), &target, b"two", true).unwrap();
+        write_atomic(dir.path(), &target, b"one", Flush::All).unwrap();
+        write_atomic(dir.path(), &target, b"two", Flush::All).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(too_open(&target).unwrap().is_none());

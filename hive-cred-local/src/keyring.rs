@@ -168,8 +168,18 @@ impl Keyring {
 
     /// The keyed hash naming a credential's record file.
     pub(crate) fn id_tag(&self, id: &CredentialId) -> [u8; TAG_LEN] {
+        self.tag_of(id.as_str().as_bytes())
+    }
+
+    /// The tag the names index is sealed with, as records are with their id's tag. No id
+    /// starts with a NUL byte, so it is no credential's tag.
+    pub(crate) fn index_tag(&self) -> [u8; TAG_LEN] {
+        self.tag_of(b"\0names-index")
+    }
+
+    fn tag_of(&self, name: &[u8]) -> [u8; TAG_LEN] {
         let mut mac = self.name_mac.clone();
-        mac.update(id.as_str().as_bytes());
+        mac.update(name);
         mac.finalize().into_bytes().into()
     }
 }

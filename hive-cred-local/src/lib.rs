@@ -4,6 +4,7 @@
 mod durable;
 mod format;
 mod import;
+mod index;
 mod key;
 mod keyring;
 mod lock;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use hive_cred_core::{Error, ErrorKind, Result};
 use zeroize::Zeroizing;
 
-use crate::durable::{read_capped, sync_dir, write_atomic};
+use crate::durable::{Flush, read_capped, sync_dir, write_atomic};
 use crate::format::{KeyMaterial, MAX_RECORD_LEN, SALT_LEN, parse_record, seal_record};
 use crate::key::{KEY_LEN, KdfKind, KeySource, derive_kek, fill_random};
 use crate::keyring::Keyring;
@@ -27,7 +27,7 @@ impl Inner {
             &self.dir,
             &self.header_path(),
             &rewrapped.header_bytes,
-            true,
+            Flush::All,
         )?;
         rewrapped.on_disk = true;
         self.install_keys(rewrapped);
@@ -38,6 +38,8 @@ impl Inner {
 
     pub(crate) fn rotate_data_key(&self) -> Result<RotationReport> {
         let (_guard, keys) = self.begin_write()?;
+        // Sealed under the key being retired; the next list writes a new one.
+        self.remove_names_index()?;
         let keys = self.stage_new_key(keys)?;
         let rewritten = self.reencrypt_all(&keys)?;
         let generation = self.drop_old_keys(&keys)?;
@@ -77,7 +79,12 @@ impl Inner {
             ],
         };
         let mut staged = keys.with_material(material)?;
-        write_atomic(&self.dir, &self.header_path(), &staged.header_bytes, true)?;
+        write_atomic(
+            &self.dir,
+            &self.header_path(),
+            &staged.header_bytes,
+            Flush::All,
+        )?;
         staged.on_disk = true;
         Ok(self.install_keys(staged))
     }
@@ -103,7 +110,7 @@ impl Inner {
                 )
             })?;
             let sealed = seal_record(dek, generation, version, &keys.store_id, &tag, &plaintext)?;
-            write_atomic(&self.dir, &path, &sealed, false)?;
+            write_atomic(&self.dir, &path, &sealed, Flush::FileOnly)?;
             rewritten += 1;
         }
         sync_dir(&self.dir)?;
@@ -118,7 +125,12 @@ impl Inner {
             deks: vec![(generation, Zeroizing::new(*dek))],
         };
         let mut done = keys.with_material(material)?;
-        write_atomic(&self.dir, &self.header_path(), &done.header_bytes, true)?;
+        write_atomic(
+            &self.dir,
+            &self.header_path(),
+            &done.header_bytes,
+            Flush::All,
+        )?;
         done.on_disk = true;
         self.install_keys(done);
         Ok(generation)

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 #[cfg(unix)]
 use crate::durable::replace_via_spare;
 use crate::durable::{
-    create_private_dir, hex, io_error, read_capped, read_capped_fast, remove_durable,
+    Flush, create_private_dir, hex, io_error, read_capped, read_capped_fast, remove_durable,
     remove_stale_temp_files, too_open, unhex, write_atomic,
 };
 use crate::format::{
@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     /// [`DirStamp`]).
     listing: Mutex<Option<Listing>>,
     temp_cleaned: AtomicBool,
+    /// Whether this handle has read the names index (see [`crate::index`]).
+    index_read: AtomicBool,
     /// Whether saves may exchange the spare file with a record (see
     /// [`replace_via_spare`](crate::durable)); cleared where the file system refuses.
     #[cfg_attr(not(unix), allow(dead_code))]
@@ -277,12 +279,24 @@ impl LocalStorage {
             })
             .collect();
         let mut complete = true;
+        let mut learned = 0;
         for task in tasks {
             let (found, all) = task.await.map_err(join_error)?;
+            learned += found.len();
             ids.extend(found);
             complete &= all;
         }
         self.inner.remember_listing(stamp, &ids, complete);
+        if learned > 0 {
+            // Spare the next new handle (or process) the decryptions.
+            let inner = Arc::clone(&self.inner);
+            let all = ids.clone();
+            blocking(move || {
+                inner.write_names_index(&all);
+                Ok(())
+            })
+            .await?;
+        }
         Ok(ids)
     }
 }
@@ -441,6 +455,7 @@ impl Inner {
             names: Mutex::new(HashMap::new()),
             listing: Mutex::new(None),
             temp_cleaned: AtomicBool::new(false),
+            index_read: AtomicBool::new(false),
             exchange: AtomicBool::new(true),
         })
     }
@@ -497,6 +512,7 @@ impl Inner {
                 if adopted.store_id != keys.store_id {
                     lock(&self.names).clear();
                     *lock(&self.listing) = None;
+                    self.index_read.store(false, Ordering::Release);
                 }
                 Ok(self.install_keys(adopted))
             }
@@ -505,7 +521,7 @@ impl Inner {
             )
             .with_context("file", path.display())),
             None if create => {
-                write_atomic(&self.dir, &path, &keys.header_bytes, true)?;
+                write_atomic(&self.dir, &path, &keys.header_bytes, Flush::All)?;
                 let mut created = Keyring::unlock(
                     keys.header_bytes.clone(),
                     &path,
@@ -690,7 +706,7 @@ impl Inner {
         #[cfg(unix)]
         replace_via_spare(&self.dir, &path, &sealed, stored != 0, &self.exchange)?;
         #[cfg(not(unix))]
-        write_atomic(&self.dir, &path, &sealed, true)?;
+        write_atomic(&self.dir, &path, &sealed, Flush::All)?;
         lock(&self.names).insert(tag, id.clone());
         Ok(())
     }
@@ -701,6 +717,8 @@ impl Inner {
         }
         let (_guard, keys) = self.begin_write()?;
         let tag = keys.id_tag(id);
+        // The index would keep the deleted id (encrypted) until its next rewrite.
+        self.remove_names_index()?;
         let removed = remove_durable(&self.dir, &self.record_path(&tag))?;
         lock(&self.names).remove(&tag);
         Ok(removed)
@@ -747,14 +765,11 @@ impl Inner {
         let tags = self.record_tags()?;
         let mut ids = Vec::with_capacity(tags.len());
         let mut unknown = Vec::new();
-        {
-            let names = lock(&self.names);
-            for tag in tags {
-                match names.get(&tag) {
-                    Some(id) => ids.push(id.clone()),
-                    None => unknown.push(tag),
-                }
-            }
+        self.sort_known(tags, &mut ids, &mut unknown);
+        if !unknown.is_empty() && !self.index_read.swap(true, Ordering::AcqRel) {
+            // A new handle: learn the names from the index instead of the records.
+            self.read_names_index(&keys);
+            self.sort_known(std::mem::take(&mut unknown), &mut ids, &mut unknown);
         }
         Ok(Listed::Scan(Scan {
             keys,
@@ -762,6 +777,28 @@ impl Inner {
             ids,
             unknown,
         }))
+    }
+
+    /// Appends the ids of the `tags` this handle knows to `ids`, the other tags to
+    /// `unknown`.
+    fn sort_known(
+        &self,
+        tags: Vec<[u8; TAG_LEN]>,
+        ids: &mut Vec<CredentialId>,
+        unknown: &mut Vec<[u8; TAG_LEN]>,
+    ) {
+        let names = lock(&self.names);
+        for tag in tags {
+            match names.get(&tag) {
+                Some(id) => ids.push(id.clone()),
+                None => unknown.push(tag),
+            }
+        }
+    }
+
+    /// Remembers file tags and the ids they name.
+    pub(crate) fn learn_names(&self, known: Vec<([u8; TAG_LEN], CredentialId)>) {
+        lock(&self.names).extend(known);
     }
 
     /// Learns the ids of `tags` by decrypting their records. Returns them and whether

@@ -508,3 +508,147 @@ async fn loads_racing_saves_always_see_a_whole_record() {
     }
     assert_eq!(value_of(&s, "b").await, "b-150");
 }
+
+fn listed(ids: Vec<hive_cred_core::CredentialId>) -> Vec<String> {
+    let mut out: Vec<String> = ids.into_iter().map(|i| i.as_str().to_string()).collect();
+    out.sort();
+    out
+}
+
+/// The record file of `name`: the only one that changes when it is saved again.
+async fn record_file_of(s: &LocalStorage, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let before = snapshot(dir);
+    let c = s.load(&id(name)).await.unwrap().unwrap();
+    s.save(&c).await.unwrap();
+    let after = snapshot(dir);
+    let changed: Vec<_> = after
+        .into_iter()
+        .filter(|(p, bytes)| {
+            p.extension().is_some_and(|x| x == "cred")
+                && before.iter().all(|(q, old)| q != p || old != bytes)
+        })
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    changed.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn a_new_handle_lists_from_the_encrypted_names_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let writer = open(tmp.path(), raw_key(1)).await;
+    for name in ["alpha-index-canary", "beta", "gamma"] {
+        writer.save(&api_key(name, "v")).await.unwrap();
+    }
+    let index = tmp.path().join("names.index");
+    assert!(
+        !index.exists(),
+        "the writer knew every name: nothing to cache"
+    );
+
+    // A new handle decrypts the records to learn their ids, then writes the index.
+    let first = open(tmp.path(), raw_key(1)).await;
+    assert_eq!(
+        listed(first.list().await.unwrap()),
+        ["alpha-index-canary", "beta", "gamma"]
+    );
+    let sealed = fs::read(&index).unwrap();
+    assert!(
+        !sealed
+            .windows(b"index-canary".len())
+            .any(|w| w == b"index-canary"),
+        "ids must not be readable in the index"
+    );
+
+    // Proof that the next new handle reads the index and not the records: a record whose
+    // contents are destroyed is still listed (its id comes from the index), while a
+    // handle without the index could only skip it.
+    let beta = record_file_of(&writer, tmp.path(), "beta").await;
+    fs::write(&beta, b"destroyed").unwrap();
+    let second = open(tmp.path(), raw_key(1)).await;
+    assert_eq!(
+        listed(second.list().await.unwrap()),
+        ["alpha-index-canary", "beta", "gamma"]
+    );
+    assert_eq!(
+        second.load(&id("beta")).await.unwrap_err().kind(),
+        ErrorKind::Corrupted
+    );
+    fs::remove_file(&index).unwrap();
+    let third = open(tmp.path(), raw_key(1)).await;
+    assert_eq!(
+        listed(third.list().await.unwrap()),
+        ["alpha-index-canary", "gamma"]
+    );
+}
+
+#[tokio::test]
+async fn an_old_damaged_or_foreign_names_index_never_changes_what_list_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), raw_key(1)).await;
+    for name in ["a", "b", "c"] {
+        s.save(&api_key(name, "v")).await.unwrap();
+    }
+    open(tmp.path(), raw_key(1)).await.list().await.unwrap();
+    let index = tmp.path().join("names.index");
+    let old_index = fs::read(&index).unwrap();
+
+    // Old: "c" removed behind the store's back and "d" added since the index was written.
+    let c = record_file_of(&s, tmp.path(), "c").await;
+    fs::remove_file(c).unwrap();
+    s.save(&api_key("d", "v")).await.unwrap();
+    fs::write(&index, &old_index).unwrap();
+    let fresh = open(tmp.path(), raw_key(1)).await;
+    assert_eq!(listed(fresh.list().await.unwrap()), ["a", "b", "d"]);
+    assert_ne!(
+        fs::read(&index).unwrap(),
+        old_index,
+        "rewritten with what was learned"
+    );
+
+    // Damaged.
+    fs::write(&index, b"HIVECRED garbage").unwrap();
+    let fresh = open(tmp.path(), raw_key(1)).await;
+    assert_eq!(listed(fresh.list().await.unwrap()), ["a", "b", "d"]);
+
+    // From another store, whose ids must not show up here.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path(), raw_key(1)).await;
+    other.save(&api_key("foreign", "v")).await.unwrap();
+    open(other_dir.path(), raw_key(1))
+        .await
+        .list()
+        .await
+        .unwrap();
+    fs::copy(other_dir.path().join("names.index"), &index).unwrap();
+    let fresh = open(tmp.path(), raw_key(1)).await;
+    assert_eq!(listed(fresh.list().await.unwrap()), ["a", "b", "d"]);
+}
+
+#[tokio::test]
+async fn delete_and_key_rotation_remove_the_names_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), raw_key(1)).await;
+    for name in ["a", "b"] {
+        s.save(&api_key(name, "v")).await.unwrap();
+    }
+    let index = tmp.path().join("names.index");
+    open(tmp.path(), raw_key(1)).await.list().await.unwrap();
+    assert!(index.exists());
+    assert!(s.delete(&id("b")).await.unwrap());
+    assert!(
+        !index.exists(),
+        "the deleted id must not linger in the index"
+    );
+
+    open(tmp.path(), raw_key(1)).await.list().await.unwrap();
+    assert!(index.exists());
+    s.rotate_data_key().await.unwrap();
+    assert!(
+        !index.exists(),
+        "an index sealed under the retired key must go"
+    );
+    let fresh = open(tmp.path(), raw_key(1)).await;
+    assert_eq!(listed(fresh.list().await.unwrap()), ["a"]);
+    assert!(index.exists(), "rewritten under the new key");
+}
