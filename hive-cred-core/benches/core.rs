@@ -96,6 +96,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("codec/encode_oauth2", |b| {
         b.iter(|| hive_cred_core::codec::to_stored_json(black_box(&oauth)).expect("encode"))
     });
+    let bin = hive_cred_core::codec::to_stored_bytes(&oauth).expect("encode");
+    c.bench_function("codec/decode_binary_oauth2", |b| {
+        b.iter(|| hive_cred_core::codec::from_stored(black_box(&bin)).expect("decode"))
+    });
+    c.bench_function("codec/encode_binary_oauth2", |b| {
+        b.iter(|| hive_cred_core::codec::to_stored_bytes(black_box(&oauth)).expect("encode"))
+    });
 }
 
 criterion_group!(benches, bench);

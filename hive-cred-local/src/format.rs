@@ -20,7 +20,8 @@
 //! magic[8] version:u16 'R' generation:u32 record_version:u64 nonce[24]
 //! XChaCha20-Poly1305(dek[generation], nonce,
 //!                    aad = bytes before the nonce || store_id || HMAC(name_key, id),
-//!                    stored JSON of hive_cred_core::codec)
+//!                    hive_cred_core::codec stored form: binary, or JSON in records
+//!                    written by earlier builds)
 //! ```
 
 use chacha20poly1305::aead::AeadInPlace;

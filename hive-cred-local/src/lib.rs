@@ -22,12 +22,12 @@ pub mod fuzzing {
     use crate::format::{open_record, parse_header, parse_record};
 
     /// Runs untrusted bytes through the record decoder, then (with a fixed key) the
-    /// authenticator and the stored-JSON decoder. Must never panic.
+    /// authenticator and the stored-form decoder. Must never panic.
     pub fn decode_record(data: &[u8]) {
         if let Ok(view) = parse_record(data) {
             let _ = (view.generation, view.version);
             if let Some(plain) = open_record(&view, &[7; 32], &[1; 16], &[2; 32]) {
-                let _ = hive_cred_core::codec::from_stored_json(&plain);
+                let _ = hive_cred_core::codec::from_stored(&plain);
             }
         }
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hive_cred_core::codec::{from_stored_json, to_stored_json};
+use hive_cred_core::codec::{from_stored, to_stored_bytes};
 use hive_cred_core::{
     CredentialId, CredentialLock, CredentialObject, CredentialStorage, Error, ErrorKind,
     LockOptions, Result,
@@ -265,7 +265,7 @@ impl LocalStorage {
             Listed::Cached(ids) => return Ok(ids),
             Listed::Scan(scan) => scan,
         };
-        // Each unknown record costs a read, a decryption and a JSON decode: on a fresh
+        // Each unknown record costs a read, a decryption and a decode: on a fresh
         // handle of a large store that is nearly all of the time, so one chunk per core.
         let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let chunk = unknown.len().div_ceil(workers).max(IDENTIFY_CHUNK_MIN);
@@ -699,9 +699,9 @@ impl Inner {
         })?;
         let mut out = credential.clone();
         out.set_version(next);
-        let json = to_stored_json(&out)?;
+        let plaintext = to_stored_bytes(&out)?;
         let (generation, dek) = keys.material.current();
-        let sealed = seal_record(dek, generation, next, &keys.store_id, &tag, &json)
+        let sealed = seal_record(dek, generation, next, &keys.store_id, &tag, &plaintext)
             .map_err(|e| e.with_context("id", id))?;
         #[cfg(unix)]
         replace_via_spare(&self.dir, &path, &sealed, stored != 0, &self.exchange)?;
@@ -913,7 +913,7 @@ fn read_record<T>(path: &Path, mut open: impl FnMut(Vec<u8>) -> Result<T>) -> Re
 }
 
 pub(crate) fn decode(plaintext: &[u8], path: &Path) -> Result<CredentialObject> {
-    from_stored_json(plaintext).map_err(|e| e.with_context("file", path.display()))
+    from_stored(plaintext).map_err(|e| e.with_context("file", path.display()))
 }
 
 fn has_records(dir: &Path) -> Result<bool> {
@@ -1043,6 +1043,41 @@ mod tests {
     use super::*;
     use crate::key::RawKey;
     use hive_cred_core::CredentialType;
+
+    #[tokio::test]
+    async fn records_holding_stored_json_from_earlier_builds_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path(), key()).await.unwrap();
+        s.save(&credential("binary")).await.unwrap();
+        // Write "legacy" as an earlier build did: JSON plaintext, version 1.
+        let keys = s.inner.cached_keys();
+        let mut legacy = credential("legacy");
+        legacy.set_key("api_key", "legacy-value", None).unwrap();
+        let tag = keys.id_tag(legacy.id());
+        let (generation, dek) = keys.material.current();
+        let json = hive_cred_core::codec::to_stored_json(&legacy).unwrap();
+        let sealed = seal_record(dek, generation, 1, &keys.store_id, &tag, &json).unwrap();
+        std::fs::write(s.inner.record_path(&tag), sealed).unwrap();
+
+        let back = s.load(legacy.id()).await.unwrap().unwrap();
+        assert_eq!(
+            (back.metadata().keys, back.version()),
+            (legacy.metadata().keys, 1)
+        );
+        let value = back.get_key("api_key").unwrap();
+        // EXPOSE: the test compares the secret value.
+        assert_eq!(secrecy::ExposeSecret::expose_secret(value), "legacy-value");
+        // Saving it again writes the binary form, which reads back alike.
+        s.save(&back).await.unwrap();
+        let again = s.load(legacy.id()).await.unwrap().unwrap();
+        assert_eq!(
+            (again.metadata().keys, again.version()),
+            (legacy.metadata().keys, 2)
+        );
+        let raw = std::fs::read(s.inner.record_path(&tag)).unwrap();
+        let (_, plain) = s.inner.decrypt(&keys, &raw, &tag, Path::new("x")).unwrap();
+        assert_eq!(plain.first(), Some(&1), "binary form");
+    }
 
     #[test]
     fn records_that_fail_to_authenticate_are_read_again_then_reported() {

@@ -1,14 +1,24 @@
 //! The one audited way to serialize secret values.
 //!
-//! Storage backends that must persist values (encrypted files, Vault) use
-//! [`to_stored_json`] / [`from_stored_json`]. The format is versioned:
+//! Storage backends that must persist values (encrypted files, Vault) use one of two
+//! versioned forms:
 //!
-//! ```json
-//! {"v":1,"id":"github","credential_type":"oauth2",...,
-//!  "keys":{"access_token":{"value":"...","expires_at":"2030-01-01T00:00:00Z"}}}
-//! ```
+//! - JSON, [`to_stored_json`] / [`from_stored_json`], for stores whose contents people or
+//!   other tools may read:
 //!
-//! The output buffer is zeroized on drop. Nothing else in hive-cred serializes values.
+//!   ```json
+//!   {"v":1,"id":"github","credential_type":"oauth2",...,
+//!    "keys":{"access_token":{"value":"...","expires_at":"2030-01-01T00:00:00Z"}}}
+//!   ```
+//!
+//! - a compact binary form, [`to_stored_bytes`], for opaque (encrypted) records that are
+//!   read on every load; its layout is documented in the source (`codec/binary.rs`).
+//!
+//! [`from_stored`] reads either (the binary form starts with byte `0x01`, JSON with `{`).
+//! Output buffers are zeroized on drop and sized before writing, so no reallocation
+//! leaves a copy of a value behind. Nothing else in hive-cred serializes values.
+
+mod binary;
 
 use std::collections::BTreeMap;
 
@@ -290,6 +300,26 @@ pub fn from_stored_json(bytes: &[u8]) -> Result<CredentialObject> {
     Ok(CredentialObject::from_keys(meta, keys))
 }
 
+/// Serializes a credential, values included, to the compact binary stored form.
+///
+/// # Errors
+/// `InvalidInput` if a field is over 4 GiB.
+pub fn to_stored_bytes(credential: &CredentialObject) -> Result<Zeroizing<Vec<u8>>> {
+    binary::encode(credential)
+}
+
+/// Reads either stored form: the binary form of [`to_stored_bytes`] or the JSON of
+/// [`to_stored_json`].
+///
+/// # Errors
+/// `Corrupted`, naming what is wrong but never quoting the input.
+pub fn from_stored(bytes: &[u8]) -> Result<CredentialObject> {
+    match bytes.first() {
+        Some(&binary::MARKER) => binary::decode(bytes),
+        _ => from_stored_json(bytes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,5 +460,113 @@ mod tests {
         fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = from_stored_json(&bytes);
         }
+
+        #[test]
+        fn binary_decoder_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Some(first) = bytes.first_mut() {
+                *first = binary::MARKER;
+            }
+            let _ = from_stored(&bytes);
+        }
+
+        #[test]
+        fn random_credentials_round_trip_through_both_forms(
+            id in "[a-z][a-z0-9_.-]{0,30}",
+            keys in proptest::collection::btree_map(
+                "[A-Za-z0-9_-]{1,20}",
+                ("\\PC{0,100}", proptest::option::of(-62_135_596_800i64..253_402_300_799), 0u32..1_000_000_000),
+                0..5,
+            ),
+            tags in proptest::collection::vec("\\PC{0,10}", 0..3),
+            description in proptest::option::of("\\PC{0,40}"),
+            flags in (any::<bool>(), any::<bool>(), any::<u64>()),
+        ) {
+            prop_assume!(!id.contains(".."));
+            let mut builder = CredentialObject::builder(id, CredentialType::BasicAuth)
+                .auto_refresh(flags.0);
+            if flags.1 {
+                builder = builder.provider_id("p");
+            }
+            if let Some(d) = description {
+                builder = builder.description(d);
+            }
+            for tag in tags {
+                builder = builder.tag(tag);
+            }
+            let mut c = builder.build().unwrap();
+            for (name, (value, expiry, nanos)) in &keys {
+                let at = expiry.map(|s| DateTime::<Utc>::from_timestamp(s, *nanos).unwrap());
+                c.set_key_with_metadata(
+                    name.clone(),
+                    value.clone(),
+                    at,
+                    Metadata::from([("m".to_string(), value.clone())]),
+                )
+                .unwrap();
+            }
+            c.set_version(flags.2);
+            if flags.0 {
+                c.set_last_refreshed(DateTime::<Utc>::from_timestamp(1, 2).unwrap());
+            }
+            let json = to_stored_json(&c).unwrap();
+            let bin = to_stored_bytes(&c).unwrap();
+            prop_assert_eq!(bin[0], binary::MARKER);
+            for back in [from_stored(&json).unwrap(), from_stored(&bin).unwrap()] {
+                prop_assert_eq!(back.metadata(), c.metadata());
+                for (name, (value, _, _)) in &keys {
+                    // EXPOSE: the test compares the secret value.
+                    prop_assert_eq!(back.get_key(name).unwrap().expose_secret(), value.as_str());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_or_extension_of_the_binary_form_is_corrupted_without_quoting() {
+        let canary = "canary-9d1e-binary";
+        let c = sample(canary);
+        let bin = to_stored_bytes(&c).unwrap();
+        let back = from_stored(&bin).unwrap();
+        assert_eq!(back.metadata(), c.metadata());
+        for len in 0..bin.len() {
+            let err = from_stored(&bin[..len]).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Corrupted, "length {len}");
+            assert!(!format!("{err} {err:?}").contains(canary));
+        }
+        let mut longer = bin.to_vec();
+        longer.push(0);
+        assert_eq!(
+            from_stored(&longer).unwrap_err().kind(),
+            crate::ErrorKind::Corrupted
+        );
+        // Unknown type code and unknown flags.
+        for (at, byte) in [(1, 99), (2, 0x80)] {
+            let mut bad = bin.to_vec();
+            bad[at] = byte;
+            assert_eq!(
+                from_stored(&bad).unwrap_err().kind(),
+                crate::ErrorKind::Corrupted
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_count_is_refused_before_allocating() {
+        // Marker, type, no flags, id "x", then a tag count of 4 billion.
+        let mut bytes = vec![binary::MARKER, 1, 0, 1, 0, 0, 0, b'x'];
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            from_stored(&bytes).unwrap_err().kind(),
+            crate::ErrorKind::Corrupted
+        );
+    }
+
+    #[test]
+    fn the_binary_form_is_smaller_and_from_stored_still_reads_json() {
+        let c = sample("v");
+        let json = to_stored_json(&c).unwrap();
+        let bin = to_stored_bytes(&c).unwrap();
+        assert!(bin.len() < json.len(), "{} vs {}", bin.len(), json.len());
+        assert_eq!(from_stored(&json).unwrap().metadata(), c.metadata());
     }
 }
