@@ -225,52 +225,49 @@ pub(super) fn decode(bytes: &[u8]) -> Result<CredentialObject> {
     if flags & !KNOWN_FLAGS != 0 {
         return Err(malformed());
     }
-    let id = r.str().ok_or_else(malformed)?;
-    let id = CredentialId::new(id).map_err(|e| {
+    let id_text = r.str().ok_or_else(malformed)?;
+    let id = CredentialId::new(id_text).map_err(|e| {
         Error::corrupted(format!(
             "stored credential has an invalid id: {}",
             e.message()
         ))
     })?;
-    let head = (|| {
-        let provider_id = if flags & HAS_PROVIDER != 0 {
-            Some(r.string()?)
-        } else {
-            None
+    let bad = || malformed().with_context("id", id_text);
+    let meta = (|| {
+        let mut optional = |flag: u8| -> Option<Option<String>> {
+            if flags & flag != 0 {
+                Some(Some(r.string()?))
+            } else {
+                Some(None)
+            }
         };
-        let description = if flags & HAS_DESCRIPTION != 0 {
-            Some(r.string()?)
-        } else {
-            None
-        };
+        let provider_id = optional(HAS_PROVIDER)?;
+        let description = optional(HAS_DESCRIPTION)?;
         let n = r.count(4)?;
         let mut tags = Vec::with_capacity(n);
         for _ in 0..n {
             tags.push(r.string()?);
         }
-        let created_at = r.time()?;
-        let updated_at = r.time()?;
-        let last_refreshed = if flags & HAS_LAST_REFRESHED != 0 {
-            Some(r.time()?)
-        } else {
-            None
-        };
-        let version = r.u64()?;
-        Some((
+        Some(CredentialMetadata {
+            id,
+            credential_type,
             provider_id,
+            auto_refresh: flags & AUTO_REFRESH != 0,
             description,
             tags,
-            created_at,
-            updated_at,
-            last_refreshed,
-            version,
-        ))
-    })();
-    let (provider_id, description, tags, created_at, updated_at, last_refreshed, version) =
-        head.ok_or_else(|| malformed().with_context("id", &id))?;
-    let n = r
-        .count(13)
-        .ok_or_else(|| malformed().with_context("id", &id))?;
+            created_at: r.time()?,
+            updated_at: r.time()?,
+            last_refreshed: if flags & HAS_LAST_REFRESHED != 0 {
+                Some(r.time()?)
+            } else {
+                None
+            },
+            version: r.u64()?,
+            keys: BTreeMap::new(),
+        })
+    })()
+    .ok_or_else(bad)?;
+    let n = r.count(13).ok_or_else(bad)?;
     let mut keys = BTreeMap::new();
     for _ in 0..n {
         let (name, value, expires_at, metadata) = (|| {
@@ -291,29 +288,16 @@ pub(super) fn decode(bytes: &[u8]) -> Result<CredentialObject> {
             }
             Some((name, value, expires_at, metadata))
         })()
-        .ok_or_else(|| malformed().with_context("id", &id))?;
-        let key = CredentialKey::stored(&id, name, value, expires_at, metadata)?;
+        .ok_or_else(bad)?;
+        let key = CredentialKey::stored(&meta.id, name, value, expires_at, metadata)?;
         if let Some(duplicate) = keys.insert(key.name().to_owned(), key) {
             return Err(Error::corrupted("stored credential has a key twice")
-                .with_context("id", &id)
+                .with_context("id", &meta.id)
                 .with_context("key", duplicate.name()));
         }
     }
     if !r.0.is_empty() {
-        return Err(malformed().with_context("id", &id));
+        return Err(bad());
     }
-    let meta = CredentialMetadata {
-        id,
-        credential_type,
-        provider_id,
-        auto_refresh: flags & AUTO_REFRESH != 0,
-        description,
-        tags,
-        created_at,
-        updated_at,
-        last_refreshed,
-        version,
-        keys: BTreeMap::new(),
-    };
     Ok(CredentialObject::from_keys(meta, keys))
 }
