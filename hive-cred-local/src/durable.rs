@@ -184,14 +184,7 @@ pub(crate) fn replace_via_spare(
     use std::os::unix::fs::{FileExt, PermissionsExt};
 
     let spare = dir.join(SPARE_FILE);
-    let mut options = options_0600();
-    options.write(true).create(true);
-    let file = options
-        .open(&spare)
-        .map_err(|e| io_error(e, "could not open the spare file", &spare))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| io_error(e, "could not inspect", &spare))?;
+    let (file, meta) = open_spare(&spare)?;
     if meta.permissions().mode() & 0o077 != 0 {
         // It becomes a record file: it must be as private as one.
         file.set_permissions(fs::Permissions::from_mode(0o600))
@@ -215,6 +208,48 @@ pub(crate) fn replace_via_spare(
         fs::rename(&spare, target).map_err(|e| io_error(e, "could not rename over", target))?;
     }
     sync_dir(dir)
+}
+
+/// Opens (creating) the spare file for writing in place. Anything at its name that is
+/// not a private regular file of ours to overwrite (a symbolic link, which is never
+/// followed, a FIFO or device, which is never blocked on, a directory, or a file with
+/// other hard links, whose other names would see the write) is removed and replaced by
+/// a new file.
+#[cfg(unix)]
+fn open_spare(spare: &Path) -> Result<(File, fs::Metadata)> {
+    use std::os::unix::fs::MetadataExt;
+
+    use rustix::fs::{Mode, OFlags};
+    let flags =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mut replaced = false;
+    loop {
+        let opened = rustix::fs::open(spare, flags, Mode::RUSR | Mode::WUSR)
+            .map(File::from)
+            .map_err(std::io::Error::from)
+            .and_then(|f| f.metadata().map(|m| (f, m)));
+        let bad = match opened {
+            Ok((file, meta)) if meta.is_file() && meta.nlink() == 1 => return Ok((file, meta)),
+            Ok(_) => "is not a private regular file",
+            // ELOOP (a symbolic link), EISDIR, ENXIO (a FIFO without reader), ...
+            Err(e) if replaced => return Err(io_error(e, "could not open the spare file", spare)),
+            Err(_) => "could not be opened",
+        };
+        if replaced {
+            return Err(Error::new(
+                hive_cred_core::ErrorKind::Unexpected,
+                format!("the spare file {bad} even after it was replaced"),
+            )
+            .with_context("file", spare.display()));
+        }
+        tracing::warn!(file = %spare.display(), "replacing a spare file that {bad}");
+        match fs::remove_file(spare).or_else(|_| fs::remove_dir(spare)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(e, "could not remove", spare)),
+        }
+        replaced = true;
+    }
 }
 
 /// Atomically exchanges `a` and `b`. `Ok(false)` when that is not possible here (the
@@ -407,6 +442,42 @@ mod tests {
             assert_eq!((inode(&target), inode(&spare)), (old_spare, old_target));
         }
         assert!(too_open(&target).unwrap().is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_spare_that_is_a_link_fifo_directory_or_hard_link_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spare = dir.path().join(SPARE_FILE);
+        let victim = dir.path().join("victim");
+        let target = dir.path().join("r.cred");
+        let exchange = AtomicBool::new(true);
+        let plant: [&dyn Fn(); 4] = [
+            &|| std::os::unix::fs::symlink(&victim, &spare).unwrap(),
+            &|| fs::hard_link(&victim, &spare).unwrap(),
+            &|| fs::create_dir(&spare).unwrap(),
+            &|| {
+                let status = std::process::Command::new("mkfifo")
+                    .arg(&spare)
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            },
+        ];
+        for (round, plant) in plant.iter().enumerate() {
+            fs::write(&victim, b"precious").unwrap();
+            let _ = fs::remove_file(&spare);
+            plant();
+            let record = format!("record {round}");
+            replace_via_spare(dir.path(), &target, record.as_bytes(), round > 0, &exchange)
+                .unwrap();
+            assert_eq!(
+                fs::read(&target).unwrap(),
+                record.as_bytes(),
+                "round {round}"
+            );
+            assert_eq!(fs::read(&victim).unwrap(), b"precious", "round {round}");
+        }
     }
 
     #[cfg(unix)]
