@@ -252,6 +252,48 @@ fn open_spare(spare: &Path) -> Result<(File, fs::Metadata)> {
     }
 }
 
+/// Overwrites the existing regular file `path` with `bytes` in place (same inode, so the
+/// directory does not change), without fsync. `Ok(false)` when there is no such file.
+/// Refuses (as an error) anything but a regular file with one link; never follows a
+/// symbolic link or blocks on a FIFO. For caches that authenticate their contents: a
+/// crash or a concurrent reader can see the file half written.
+pub(crate) fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = match rustix::fs::open(path, flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(io_error(e.into(), "could not open", path)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| io_error(e, "could not inspect", path))?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(Error::new(
+                hive_cred_core::ErrorKind::Unexpected,
+                "not a private regular file; not overwriting it",
+            )
+            .with_context("file", path.display()));
+        }
+        file.write_all_at(bytes, 0)
+            .map_err(|e| io_error(e, "could not write", path))?;
+        if meta.len() != bytes.len() as u64 {
+            file.set_len(bytes.len() as u64)
+                .map_err(|e| io_error(e, "could not write", path))?;
+        }
+        Ok(true)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, bytes);
+        Ok(false)
+    }
+}
+
 /// Atomically exchanges `a` and `b`. `Ok(false)` when that is not possible here (the
 /// file system or kernel lacks it, which also clears `supported`, or `b` is gone): the
 /// caller renames instead.

@@ -98,6 +98,9 @@ pub struct LocalStorage {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// File tag -> id. foldhash: std's SipHash was a fifth of a new handle's `list`.
+type NameMap = HashMap<[u8; TAG_LEN], CredentialId, foldhash::fast::RandomState>;
+
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) options: LocalStorageOptions,
@@ -105,13 +108,15 @@ pub(crate) struct Inner {
     /// Kept to re-derive the wrapping key if another process re-keys the store.
     source: Mutex<KeySource>,
     /// File tag -> id, for `list` without decrypting known records again.
-    names: Mutex<HashMap<[u8; TAG_LEN], CredentialId>>,
+    names: Mutex<NameMap>,
     /// The last complete `list` result and the directory state it was read from (see
     /// [`DirStamp`]).
     listing: Mutex<Option<Listing>>,
     temp_cleaned: AtomicBool,
     /// Whether this handle has read the names index (see [`crate::index`]).
     index_read: AtomicBool,
+    /// The directory state the names index records, as last read or written here.
+    pub(crate) index_stamp: Mutex<Option<DirStamp>>,
     /// Whether saves may exchange the spare file with a record (see
     /// [`replace_via_spare`](crate::durable)); cleared where the file system refuses.
     #[cfg_attr(not(unix), allow(dead_code))]
@@ -287,12 +292,17 @@ impl LocalStorage {
             complete &= all;
         }
         self.inner.remember_listing(stamp, &ids, complete);
-        if learned > 0 {
-            // Spare the next new handle (or process) the decryptions.
+        // Spare the next new handle (or process) the decryptions and, when the directory
+        // state is settled, the directory read: the index then records that state.
+        let trusted = match stamp {
+            Some((stamp, true)) if complete => Some(stamp),
+            _ => None,
+        };
+        if learned > 0 || (trusted.is_some() && self.inner.index_stamp() != trusted) {
             let inner = Arc::clone(&self.inner);
             let all = ids.clone();
             blocking(move || {
-                inner.write_names_index(&all);
+                inner.write_names_index(&all, trusted, learned > 0);
                 Ok(())
             })
             .await?;
@@ -452,10 +462,11 @@ impl Inner {
             options,
             keys: RwLock::new(Arc::new(keys)),
             source: Mutex::new(source),
-            names: Mutex::new(HashMap::new()),
+            names: Mutex::new(NameMap::default()),
             listing: Mutex::new(None),
             temp_cleaned: AtomicBool::new(false),
             index_read: AtomicBool::new(false),
+            index_stamp: Mutex::new(None),
             exchange: AtomicBool::new(true),
         })
     }
@@ -582,7 +593,7 @@ impl Inner {
 
     /// [`decrypt`](Self::decrypt) of a record read into `bytes`, decrypting in that
     /// buffer (no copy).
-    fn decrypt_owned(
+    pub(crate) fn decrypt_owned(
         &self,
         keys: &Arc<Keyring>,
         bytes: Vec<u8>,
@@ -762,15 +773,22 @@ impl Inner {
                 }
             }
         }
+        if !self.index_read.swap(true, Ordering::AcqRel) {
+            // A new handle: learn the names from the index instead of the records, and
+            // when the directory is as it was when the index was written, the listing.
+            if let Some(index) = self.read_names_index(&keys) {
+                if let (Some((now, _)), Some(then)) = (&stamp, index.stamp) {
+                    if *now == then {
+                        self.remember_listing(Some((then, true)), &index.ids, true);
+                        return Ok(Listed::Cached(index.ids));
+                    }
+                }
+            }
+        }
         let tags = self.record_tags()?;
         let mut ids = Vec::with_capacity(tags.len());
         let mut unknown = Vec::new();
         self.sort_known(tags, &mut ids, &mut unknown);
-        if !unknown.is_empty() && !self.index_read.swap(true, Ordering::AcqRel) {
-            // A new handle: learn the names from the index instead of the records.
-            self.read_names_index(&keys);
-            self.sort_known(std::mem::take(&mut unknown), &mut ids, &mut unknown);
-        }
         Ok(Listed::Scan(Scan {
             keys,
             stamp,
@@ -794,6 +812,10 @@ impl Inner {
                 None => unknown.push(tag),
             }
         }
+    }
+
+    fn index_stamp(&self) -> Option<DirStamp> {
+        *lock(&self.index_stamp)
     }
 
     /// Remembers file tags and the ids they name.
@@ -986,7 +1008,7 @@ struct Listing {
 /// newer time. ctime cannot be set by users (mtime can, with `touch`), and a backwards
 /// jump of the system clock would have to land on the exact same tick to be missed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct DirStamp {
+pub(crate) struct DirStamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -999,6 +1021,54 @@ struct DirStamp {
 const SETTLED: Duration = Duration::from_secs(2);
 
 impl DirStamp {
+    /// Encoded length of [`to_bytes`](Self::to_bytes).
+    pub(crate) const LEN: usize = 64;
+
+    /// Fixed-size little-endian encoding (for the names index).
+    pub(crate) fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        let fields = [
+            self.dev.to_le_bytes(),
+            self.ino.to_le_bytes(),
+            self.size.to_le_bytes(),
+            self.nlink.to_le_bytes(),
+            self.mtime.0.to_le_bytes(),
+            self.mtime.1.to_le_bytes(),
+            self.ctime.0.to_le_bytes(),
+            self.ctime.1.to_le_bytes(),
+        ];
+        for (chunk, field) in out.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&field);
+        }
+        out
+    }
+
+    /// The inverse of [`to_bytes`](Self::to_bytes).
+    pub(crate) fn from_bytes(bytes: &[u8; Self::LEN]) -> DirStamp {
+        let mut words = bytes.chunks_exact(8).map(|c| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            w
+        });
+        let mut next = || words.next().unwrap_or_default();
+        let (dev, ino, size, nlink) = (
+            u64::from_le_bytes(next()),
+            u64::from_le_bytes(next()),
+            u64::from_le_bytes(next()),
+            u64::from_le_bytes(next()),
+        );
+        let mtime = (i64::from_le_bytes(next()), i64::from_le_bytes(next()));
+        let ctime = (i64::from_le_bytes(next()), i64::from_le_bytes(next()));
+        DirStamp {
+            dev,
+            ino,
+            size,
+            nlink,
+            mtime,
+            ctime,
+        }
+    }
+
     /// The directory's stamp, and whether it is settled (old enough to be trusted).
     /// `None` when the directory is missing or the platform gives no such times (then
     /// every `list` reads the directory).
@@ -1043,6 +1113,52 @@ mod tests {
     use super::*;
     use crate::key::RawKey;
     use hive_cred_core::CredentialType;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_handle_on_a_settled_unchanged_directory_takes_its_listing_from_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path(), key()).await.unwrap();
+        for name in ["a", "b", "c"] {
+            s.save(&credential(name)).await.unwrap();
+        }
+        // A new handle learns the names by decrypting and writes the index; the
+        // directory has just changed, so no stamp is recorded yet.
+        let first = LocalStorage::open(dir.path(), key()).await.unwrap();
+        assert_eq!(sorted(first.list().await.unwrap()), ["a", "b", "c"]);
+        assert!(first.inner.index_stamp().is_none());
+        std::thread::sleep(SETTLED + Duration::from_millis(200));
+
+        // Once settled, the next new handle reads the directory, finds the listing
+        // complete and records the state in the index, overwriting it in place.
+        let before = DirStamp::read(dir.path()).unwrap().unwrap().0;
+        let second = LocalStorage::open(dir.path(), key()).await.unwrap();
+        assert!(matches!(second.inner.scan().unwrap(), Listed::Scan(_)));
+        assert_eq!(sorted(second.list().await.unwrap()), ["a", "b", "c"]);
+        assert_eq!(second.inner.index_stamp(), Some(before));
+        assert_eq!(
+            DirStamp::read(dir.path()).unwrap().unwrap().0,
+            before,
+            "rewriting the index must not change the directory"
+        );
+
+        // The next new handle does not read the directory at all.
+        let third = LocalStorage::open(dir.path(), key()).await.unwrap();
+        match third.inner.scan().unwrap() {
+            Listed::Cached(ids) => assert_eq!(sorted(ids), ["a", "b", "c"]),
+            Listed::Scan(_) => panic!("the stamped index was not used"),
+        }
+
+        // Any change to the set of records makes the stamp stale: back to the directory.
+        s.save(&credential("d")).await.unwrap();
+        let fourth = LocalStorage::open(dir.path(), key()).await.unwrap();
+        assert!(matches!(fourth.inner.scan().unwrap(), Listed::Scan(_)));
+        assert_eq!(sorted(fourth.list().await.unwrap()), ["a", "b", "c", "d"]);
+        let path = s.inner.record_path(&s.inner.cached_keys().id_tag(&id("b")));
+        std::fs::remove_file(path).unwrap();
+        let fifth = LocalStorage::open(dir.path(), key()).await.unwrap();
+        assert_eq!(sorted(fifth.list().await.unwrap()), ["a", "c", "d"]);
+    }
 
     #[tokio::test]
     async fn records_holding_stored_json_from_earlier_builds_are_still_read() {
