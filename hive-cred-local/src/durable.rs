@@ -94,7 +94,15 @@ fn read_file(path: &Path, max: usize, short_read_is_eof: bool) -> Result<Option<
             if len == limit {
                 break;
             }
-            buf.resize(len.saturating_mul(2).min(limit), 0);
+            // Larger than a record usually is (the names index): size the buffer from
+            // the file once instead of doubling it (each doubling copies and faults in
+            // fresh pages). The length is only a hint; reading goes on to end of file.
+            let hint = file
+                .metadata()
+                .ok()
+                .and_then(|m| usize::try_from(m.len()).ok())
+                .map_or(0, |n| n.saturating_add(1));
+            buf.resize(len.saturating_mul(2).max(hint).min(limit), 0);
         }
         match file.read(&mut buf[len..]) {
             Ok(0) => break,

@@ -109,6 +109,9 @@ pub(crate) struct Inner {
     source: Mutex<KeySource>,
     /// File tag -> id, for `list` without decrypting known records again.
     names: Mutex<NameMap>,
+    /// Names read from the names index and not yet added to `names`: a new handle that
+    /// lists from the index never needs them, so the map is built on first need.
+    unlearned: Mutex<Vec<([u8; TAG_LEN], CredentialId)>>,
     /// The last complete `list` result and the directory state it was read from (see
     /// [`DirStamp`]).
     listing: Mutex<Option<Listing>>,
@@ -463,6 +466,7 @@ impl Inner {
             keys: RwLock::new(Arc::new(keys)),
             source: Mutex::new(source),
             names: Mutex::new(NameMap::default()),
+            unlearned: Mutex::new(Vec::new()),
             listing: Mutex::new(None),
             temp_cleaned: AtomicBool::new(false),
             index_read: AtomicBool::new(false),
@@ -522,6 +526,7 @@ impl Inner {
                 let adopted = Keyring::unlock(bytes, &path, &self.source(), Some(&keys))?;
                 if adopted.store_id != keys.store_id {
                     lock(&self.names).clear();
+                    lock(&self.unlearned).clear();
                     *lock(&self.listing) = None;
                     self.index_read.store(false, Ordering::Release);
                 }
@@ -805,7 +810,9 @@ impl Inner {
         ids: &mut Vec<CredentialId>,
         unknown: &mut Vec<[u8; TAG_LEN]>,
     ) {
-        let names = lock(&self.names);
+        let unlearned = std::mem::take(&mut *lock(&self.unlearned));
+        let mut names = lock(&self.names);
+        names.extend(unlearned);
         for tag in tags {
             match names.get(&tag) {
                 Some(id) => ids.push(id.clone()),
@@ -818,9 +825,9 @@ impl Inner {
         *lock(&self.index_stamp)
     }
 
-    /// Remembers file tags and the ids they name.
+    /// Remembers names read from the names index (added to the map on first need).
     pub(crate) fn learn_names(&self, known: Vec<([u8; TAG_LEN], CredentialId)>) {
-        lock(&self.names).extend(known);
+        lock(&self.unlearned).extend(known);
     }
 
     /// Learns the ids of `tags` by decrypting their records. Returns them and whether
