@@ -3,7 +3,7 @@
 //! - every workspace member has a `README.md` and `[lints] workspace = true`;
 //! - every publishable member takes its version from `[workspace.package]` (lockstep),
 //!   and its `src/lib.rs` takes its crate docs from the README;
-//! - every `.expose_secret()` call in a `*.rs` file of the repository (outside `target/`,
+//! - every call of secrecy's `expose_secret` in a `*.rs` file of the repository (outside `target/`,
 //!   `fuzz/target/` and `.tools/`) has a comment containing `EXPOSE:` on the same line or
 //!   within the [`EXPOSE_WINDOW`] lines above.
 //!
@@ -148,7 +148,7 @@ pub fn unmarked_exposes(text: &str) -> Vec<usize> {
         let doc = trimmed.starts_with("///") || trimmed.starts_with("//!");
         let is_call = line.match_indices(&call).any(|(at, _)| {
             let before = &line[..at];
-            // In doc prose, `.expose_secret()` inside an inline code span is a mention.
+            // In doc prose, a call written inside an inline code span is a mention.
             let in_code_span = doc && before.matches('`').count() % 2 == 1;
             (before.ends_with('.') || before.ends_with("::")) && !in_code_span
         });
