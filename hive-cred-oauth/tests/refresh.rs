@@ -11,6 +11,19 @@ use common::*;
 use hive_cred_core::{CredentialProvider, ErrorKind};
 use hive_cred_oauth::{AuthStyle, OAuth2Config, OAuth2Provider};
 
+/// The error of refreshing the standard expired test credential through `p`.
+#[allow(clippy::unwrap_used)] // test helper: a panic is the failure report
+async fn refresh_err(p: &OAuth2Provider) -> hive_cred_core::Error {
+    p.refresh(&expired_credential("c", "test_oauth", "rt"))
+        .await
+        .unwrap_err()
+}
+
+/// [`refresh_err`] through the default test provider for `path`.
+async fn error_from(server: &TestServer, path: &str) -> hive_cred_core::Error {
+    refresh_err(&provider(server, path, clock(), |c| c)).await
+}
+
 #[tokio::test]
 async fn refresh_with_rotation_replaces_both_tokens() {
     let server = TestServer::start().await;
@@ -160,11 +173,7 @@ async fn dead_grants_are_refresh_rejected_naming_credential_and_provider() {
             "no error_description echoed: {msg}"
         );
     }
-    let p = provider(&server, "/token/invalid-grant", clock(), |c| c);
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = error_from(&server, "/token/invalid-grant").await;
     assert_eq!(err.context_value("error_code"), Some("invalid_grant"));
     assert_eq!(err.context_value("status"), Some("400"));
 }
@@ -172,11 +181,7 @@ async fn dead_grants_are_refresh_rejected_naming_credential_and_provider() {
 #[tokio::test]
 async fn invalid_client_is_a_config_error() {
     let server = TestServer::start().await;
-    let p = provider(&server, "/token/invalid-client", clock(), |c| c);
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = error_from(&server, "/token/invalid-client").await;
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }
 
@@ -196,21 +201,13 @@ async fn no_refresh_token_is_rejected_without_a_request() {
 #[tokio::test]
 async fn http_429_is_rate_limited_with_retry_after() {
     let server = TestServer::start().await;
-    let p = provider(&server, "/token/429", clock(), |c| c);
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = error_from(&server, "/token/429").await;
     assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
     assert!(err.is_temporary());
     assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
 
     // An HTTP-date, resolved against the injected clock (t0 = 2030-01-01 00:00:00).
-    let p = provider(&server, "/token/429-date", clock(), |c| c);
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = error_from(&server, "/token/429-date").await;
     assert_eq!(err.kind(), ErrorKind::RateLimited);
     assert_eq!(err.retry_after(), Some(Duration::from_secs(90)));
 }
@@ -218,21 +215,13 @@ async fn http_429_is_rate_limited_with_retry_after() {
 #[tokio::test]
 async fn server_errors_are_unavailable_without_the_body() {
     let server = TestServer::start().await;
-    let p = provider(&server, "/token/500", clock(), |c| c);
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = error_from(&server, "/token/500").await;
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_temporary());
     assert_eq!(err.context_value("status"), Some("500"));
     assert!(!format!("{err} {err:?}").contains("canary"));
 
-    let p = provider(&server, "/token/503-retry", clock(), |c| c);
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = error_from(&server, "/token/503-retry").await;
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
 }
@@ -244,10 +233,7 @@ async fn a_slow_endpoint_times_out_as_unavailable() {
     let p = provider(&server, "/token/slow", clock(), |c| {
         c.with_timeout(Duration::from_millis(200))
     });
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = refresh_err(&p).await;
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_temporary());
     assert!(err.to_string().contains("timeout"), "{err}");
@@ -261,10 +247,7 @@ async fn connection_refused_is_unavailable() {
     drop(listener);
     let config = OAuth2Config::new("test_oauth", format!("http://{addr}/token"), CLIENT_ID);
     let p = OAuth2Provider::new(config).unwrap();
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = refresh_err(&p).await;
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_temporary());
 }
@@ -278,21 +261,13 @@ async fn html_and_malformed_bodies_are_unavailable_without_body_text() {
         "/token/bad-json",
         "/token/wrong-type",
     ] {
-        let p = provider(&server, path, clock(), |c| c);
-        let err = p
-            .refresh(&expired_credential("c", "test_oauth", "rt"))
-            .await
-            .unwrap_err();
+        let err = error_from(&server, path).await;
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{path}: {err}");
         let all = format!("{err} {err:?} {:?}", std::error::Error::source(&err));
         assert!(!all.contains("canary"), "{path}: body leaked: {all}");
         assert!(!all.contains("Sign in") && !all.contains("<html"), "{all}");
     }
-    let p = provider(&server, "/token/html", clock(), |c| c);
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = error_from(&server, "/token/html").await;
     assert_eq!(err.context_value("status"), Some("200"));
     assert!(
         err.context_value("content_type")
@@ -304,11 +279,7 @@ async fn html_and_malformed_bodies_are_unavailable_without_body_text() {
 #[tokio::test]
 async fn redirects_are_refused_and_not_followed() {
     let server = TestServer::start().await;
-    let p = provider(&server, "/token/redirect", clock(), |c| c);
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = error_from(&server, "/token/redirect").await;
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("redirect"), "{err}");
     assert_eq!(server.hits("/token/redirect"), 1);
@@ -322,11 +293,7 @@ async fn redirects_are_refused_and_not_followed() {
 #[tokio::test]
 async fn unknown_path_is_a_config_error() {
     let server = TestServer::start().await;
-    let p = provider(&server, "/nope", clock(), |c| c);
-    let err = p
-        .refresh(&expired_credential("c", "test_oauth", "rt"))
-        .await
-        .unwrap_err();
+    let err = error_from(&server, "/nope").await;
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }
 
