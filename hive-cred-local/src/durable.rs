@@ -189,7 +189,7 @@ pub(crate) fn replace_via_spare(
     target_exists: bool,
     exchange: &AtomicBool,
 ) -> Result<()> {
-    use std::os::unix::fs::{FileExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
 
     let spare = dir.join(SPARE_FILE);
     let (file, meta) = open_spare(&spare)?;
@@ -198,14 +198,8 @@ pub(crate) fn replace_via_spare(
         file.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(|e| io_error(e, "could not restrict the permissions of", &spare))?;
     }
-    // Overwrite in place: the file keeps its inode and (mostly) its blocks.
-    file.write_all_at(bytes, 0)
-        .map_err(|e| io_error(e, "could not write", &spare))?;
-    let len = bytes.len() as u64;
-    if meta.len() != len {
-        file.set_len(len)
-            .map_err(|e| io_error(e, "could not write", &spare))?;
-    }
+    // The file keeps its inode and (mostly) its blocks.
+    write_in_place(&file, &meta, bytes, &spare)?;
     file.sync_data()
         .map_err(|e| io_error(e, "could not fsync", &spare))?;
     drop(file);
@@ -225,20 +219,12 @@ pub(crate) fn replace_via_spare(
 /// a new file.
 #[cfg(unix)]
 fn open_spare(spare: &Path) -> Result<(File, fs::Metadata)> {
-    use std::os::unix::fs::MetadataExt;
-
-    use rustix::fs::{Mode, OFlags};
-    let flags =
-        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let mut replaced = false;
     loop {
-        let opened = rustix::fs::open(spare, flags, Mode::RUSR | Mode::WUSR)
-            .map(File::from)
-            .map_err(std::io::Error::from)
-            .and_then(|f| f.metadata().map(|m| (f, m)));
+        let opened = open_private_regular(spare, true);
         let bad = match opened {
-            Ok((file, meta)) if meta.is_file() && meta.nlink() == 1 => return Ok((file, meta)),
-            Ok(_) => "is not a private regular file",
+            Ok(Some(opened)) => return Ok(opened),
+            Ok(None) => "is not a private regular file",
             // ELOOP (a symbolic link), EISDIR, ENXIO (a FIFO without reader), ...
             Err(e) if replaced => return Err(io_error(e, "could not open the spare file", spare)),
             Err(_) => "could not be opened",
@@ -268,31 +254,19 @@ fn open_spare(spare: &Path) -> Result<(File, fs::Metadata)> {
 pub(crate) fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<bool> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{FileExt, MetadataExt};
-
-        use rustix::fs::{Mode, OFlags};
-        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let file = match rustix::fs::open(path, flags, Mode::empty()) {
-            Ok(fd) => File::from(fd),
-            Err(rustix::io::Errno::NOENT) => return Ok(false),
-            Err(e) => return Err(io_error(e.into(), "could not open", path)),
+        let (file, meta) = match open_private_regular(path, false) {
+            Ok(Some(opened)) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(e, "could not open", path)),
+            Ok(None) => {
+                return Err(Error::new(
+                    hive_cred_core::ErrorKind::Unexpected,
+                    "not a private regular file; not overwriting it",
+                )
+                .with_context("file", path.display()));
+            }
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| io_error(e, "could not inspect", path))?;
-        if !meta.is_file() || meta.nlink() != 1 {
-            return Err(Error::new(
-                hive_cred_core::ErrorKind::Unexpected,
-                "not a private regular file; not overwriting it",
-            )
-            .with_context("file", path.display()));
-        }
-        file.write_all_at(bytes, 0)
-            .map_err(|e| io_error(e, "could not write", path))?;
-        if meta.len() != bytes.len() as u64 {
-            file.set_len(bytes.len() as u64)
-                .map_err(|e| io_error(e, "could not write", path))?;
-        }
+        write_in_place(&file, &meta, bytes, path)?;
         Ok(true)
     }
     #[cfg(not(unix))]
@@ -300,6 +274,43 @@ pub(crate) fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<bool> {
         let _ = (path, bytes);
         Ok(false)
     }
+}
+
+/// Opens `path` for writing (creating it 0600 with `create`) without following a
+/// symbolic link or blocking on a FIFO. `Ok(None)` when it is not a regular file with a
+/// single link (a directory, device or FIFO, or a file whose other names would see a
+/// write in place).
+#[cfg(unix)]
+fn open_private_regular(
+    path: &Path,
+    create: bool,
+) -> std::io::Result<Option<(File, fs::Metadata)>> {
+    use std::os::unix::fs::MetadataExt;
+
+    use rustix::fs::{Mode, OFlags};
+    let mut flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if create {
+        flags |= OFlags::CREATE;
+    }
+    let file = File::from(rustix::fs::open(path, flags, Mode::RUSR | Mode::WUSR)?);
+    let meta = file.metadata()?;
+    Ok((meta.is_file() && meta.nlink() == 1).then_some((file, meta)))
+}
+
+/// Writes `bytes` over the start of `file` (whose metadata is `meta`) and cuts it to
+/// their length.
+#[cfg(unix)]
+fn write_in_place(file: &File, meta: &fs::Metadata, bytes: &[u8], path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+
+    file.write_all_at(bytes, 0)
+        .map_err(|e| io_error(e, "could not write", path))?;
+    let len = bytes.len() as u64;
+    if meta.len() != len {
+        file.set_len(len)
+            .map_err(|e| io_error(e, "could not write", path))?;
+    }
+    Ok(())
 }
 
 /// Atomically exchanges `a` and `b`. `Ok(false)` when that is not possible here (the
