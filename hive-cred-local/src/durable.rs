@@ -68,24 +68,60 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 /// reads; a small file costs `open`, two `read`s (the second sees end of file) and
 /// `close`.
 pub(crate) fn read_capped(path: &Path, max: usize) -> Result<Option<Vec<u8>>> {
-    read_file(path, max, false)
+    read_file(path, max, false).map(|read| read.map(|(bytes, _)| bytes))
 }
 
-/// [`read_capped`] that takes a first read returning less than it asked for as the end
-/// of the file, saving the `read` that would return 0. That holds for regular files on
-/// local file systems; where it does not, the bytes are a prefix of the record, which
-/// then fails to authenticate, and the caller reads again with [`read_capped`]. Only for
+/// [`read_capped`] that also returns the open file, for callers that keep it.
+///
+/// With `short_read_is_eof`, a first read returning less than it asked for is taken as
+/// the end of the file, saving the `read` that would return 0. That holds for regular
+/// files on local file systems; where it does not, the bytes are a prefix of the record,
+/// which then fails to authenticate, and the caller reads again without it. Only for
 /// authenticated records.
-pub(crate) fn read_capped_fast(path: &Path, max: usize) -> Result<Option<Vec<u8>>> {
-    read_file(path, max, true)
-}
-
-fn read_file(path: &Path, max: usize, short_read_is_eof: bool) -> Result<Option<Vec<u8>>> {
-    let mut file = match File::open(path) {
+pub(crate) fn read_file(
+    path: &Path,
+    max: usize,
+    short_read_is_eof: bool,
+) -> Result<Option<(Vec<u8>, File)>> {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(e, "could not open", path)),
     };
+    let bytes = read_with(
+        |buf, _| (&file).read(buf),
+        || file.metadata().ok().map(|m| m.len()),
+        max,
+        short_read_is_eof,
+    )
+    .map_err(|e| io_error(e, "could not read", path))?;
+    Ok(Some((bytes, file)))
+}
+
+/// Reads all of an open file from offset 0 with `pread`, leaving its position alone:
+/// for record files kept open between loads. Takes a short first read as the end of the
+/// file, like [`read_file`] with `short_read_is_eof`.
+#[cfg(unix)]
+pub(crate) fn read_at_capped_fast(file: &File, max: usize, path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    read_with(
+        |buf, offset| file.read_at(buf, offset),
+        || file.metadata().ok().map(|m| m.len()),
+        max,
+        true,
+    )
+    .map_err(|e| io_error(e, "could not read", path))
+}
+
+/// The read loop of [`read_file`] and [`read_at_capped_fast`]: `read(buf, offset)` reads
+/// at `offset` of the file into `buf`; `size` is the file's length, asked for only when
+/// the file is larger than a record usually is.
+fn read_with(
+    mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+    size: impl Fn() -> Option<u64>,
+    max: usize,
+    short_read_is_eof: bool,
+) -> std::io::Result<Vec<u8>> {
     let limit = max.saturating_add(1);
     let mut buf = vec![0u8; READ_CHUNK.min(limit)];
     let mut len = 0;
@@ -97,14 +133,13 @@ fn read_file(path: &Path, max: usize, short_read_is_eof: bool) -> Result<Option<
             // Larger than a record usually is (the names index): size the buffer from
             // the file once instead of doubling it (each doubling copies and faults in
             // fresh pages). The length is only a hint; reading goes on to end of file.
-            let hint = file
-                .metadata()
-                .ok()
-                .and_then(|m| usize::try_from(m.len()).ok())
+            let hint = size()
+                .and_then(|n| usize::try_from(n).ok())
                 .map_or(0, |n| n.saturating_add(1));
             buf.resize(len.saturating_mul(2).max(hint).min(limit), 0);
         }
-        match file.read(&mut buf[len..]) {
+        let offset = u64::try_from(len).unwrap_or(u64::MAX);
+        match read(&mut buf[len..], offset) {
             Ok(0) => break,
             Ok(n) => {
                 len += n;
@@ -113,11 +148,11 @@ fn read_file(path: &Path, max: usize, short_read_is_eof: bool) -> Result<Option<
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(e, "could not read", path)),
+            Err(e) => return Err(e),
         }
     }
     buf.truncate(len);
-    Ok(Some(buf))
+    Ok(buf)
 }
 
 /// First read size of [`read_capped`]: larger than any ordinary record.
@@ -170,6 +205,7 @@ pub(crate) fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], flush: Flush
 /// Name of the spare file of [`replace_via_spare`]. It never holds a record that is
 /// read: at most the previous version of the last credential saved, or a half-written
 /// new one after a crash.
+#[cfg(unix)]
 pub(crate) const SPARE_FILE: &str = ".spare";
 
 /// Replaces (or creates, with `target_exists == false`) `target` with `bytes`, durably
@@ -577,13 +613,24 @@ mod tests {
         let p = dir.path().join("big");
         let data: Vec<u8> = (0..READ_CHUNK * 3 + 5).map(|i| (i % 251) as u8).collect();
         fs::write(&p, &data).unwrap();
-        for read in [read_capped, read_capped_fast] {
+        let fast = |p: &Path, max| read_file(p, max, true).map(|r| r.map(|(bytes, _)| bytes));
+        for read in [read_capped, fast] {
             assert_eq!(read(&p, usize::MAX).unwrap().unwrap(), data);
             assert_eq!(read(&p, READ_CHUNK).unwrap().unwrap().len(), READ_CHUNK + 1);
             assert_eq!(read(&p, 10).unwrap().unwrap().len(), 11);
         }
+        #[cfg(unix)]
+        {
+            // pread from 0 whatever the file position, and as often as asked.
+            let (_, mut file) = read_file(&p, usize::MAX, false).unwrap().unwrap();
+            assert_eq!(file.read(&mut [0u8; 8]).unwrap(), 0, "read to the end");
+            for _ in 0..2 {
+                assert_eq!(read_at_capped_fast(&file, usize::MAX, &p).unwrap(), data);
+            }
+            assert_eq!(read_at_capped_fast(&file, 10, &p).unwrap().len(), 11);
+        }
         fs::write(&p, b"small").unwrap();
-        assert_eq!(read_capped_fast(&p, 100).unwrap().unwrap(), b"small");
+        assert_eq!(fast(&p, 100).unwrap().unwrap(), b"small");
         fs::write(&p, b"").unwrap();
         assert!(read_capped(&p, 10).unwrap().unwrap().is_empty());
     }

@@ -5,6 +5,7 @@ mod durable;
 mod format;
 mod import;
 mod index;
+mod kept;
 mod key;
 mod keyring;
 mod lock;

@@ -16,15 +16,18 @@ use hive_cred_core::{
 use zeroize::Zeroizing;
 
 #[cfg(unix)]
+use crate::durable::read_at_capped_fast;
+#[cfg(unix)]
 use crate::durable::replace_via_spare;
 use crate::durable::{
-    Flush, create_private_dir, hex, io_error, read_capped, read_capped_fast, remove_durable,
+    Flush, create_private_dir, hex, io_error, read_capped, read_file, remove_durable,
     remove_stale_temp_files, too_open, unhex, write_atomic,
 };
 use crate::format::{
     MAX_HEADER_LEN, MAX_RECORD_LEN, TAG_LEN, open_record, open_record_owned, parse_record,
     seal_record,
 };
+use crate::kept::{Kept, KeptRecords};
 use crate::key::{KeySource, ScryptParams};
 use crate::keyring::Keyring;
 use crate::lock::{FileLock, LocalCredentialLock, Wait};
@@ -39,13 +42,27 @@ pub(crate) const RECORD_SUFFIX: &str = ".cred";
 /// # Default
 /// scrypt cost [`ScryptParams::default`] (`log_n = 17, r = 8, p = 1`) for stores created
 /// or re-keyed with a passphrase; permissions that are too open produce a warning, not an
-/// error.
-#[derive(Clone, Debug, Default)]
+/// error; up to 64 record files kept open between loads.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct LocalStorageOptions {
     scrypt: ScryptParams,
     strict_permissions: bool,
+    kept_open: usize,
 }
+
+impl Default for LocalStorageOptions {
+    fn default() -> Self {
+        LocalStorageOptions {
+            scrypt: ScryptParams::default(),
+            strict_permissions: false,
+            kept_open: DEFAULT_KEPT_OPEN,
+        }
+    }
+}
+
+/// Default of [`LocalStorageOptions::with_kept_open_records`].
+const DEFAULT_KEPT_OPEN: usize = 64;
 
 impl LocalStorageOptions {
     /// The defaults.
@@ -66,6 +83,19 @@ impl LocalStorageOptions {
     pub fn with_strict_permissions(mut self, strict: bool) -> Self {
         self.strict_permissions = strict;
         self
+    }
+
+    /// How many record files a handle (with its clones) keeps open between loads of the
+    /// same credentials, so that loading one again reads it without opening it (Unix;
+    /// see the crate docs, "Performance"). 0 keeps none. Default 64.
+    pub fn with_kept_open_records(mut self, files: usize) -> Self {
+        self.kept_open = files;
+        self
+    }
+
+    /// How many record files a handle keeps open between loads.
+    pub fn kept_open_records(&self) -> usize {
+        self.kept_open
     }
 
     /// The scrypt cost for new or re-keyed stores.
@@ -124,6 +154,9 @@ pub(crate) struct Inner {
     /// [`replace_via_spare`](crate::durable)); cleared where the file system refuses.
     #[cfg_attr(not(unix), allow(dead_code))]
     exchange: AtomicBool,
+    /// Record files kept open between loads (see [`crate::kept`]).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) kept: KeptRecords,
 }
 
 impl fmt::Debug for LocalStorage {
@@ -429,7 +462,7 @@ fn with_backend(e: Error, operation: &'static str) -> Error {
         .with_context("operation", operation)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -462,7 +495,6 @@ impl Inner {
         }
         Ok(Inner {
             dir,
-            options,
             keys: RwLock::new(Arc::new(keys)),
             source: Mutex::new(source),
             names: Mutex::new(NameMap::default()),
@@ -472,6 +504,8 @@ impl Inner {
             index_read: AtomicBool::new(false),
             index_stamp: Mutex::new(None),
             exchange: AtomicBool::new(true),
+            kept: KeptRecords::new(options.kept_open),
+            options,
         })
     }
 
@@ -525,6 +559,7 @@ impl Inner {
             Some(bytes) => {
                 let adopted = Keyring::unlock(bytes, &path, &self.source(), Some(&keys))?;
                 if adopted.store_id != keys.store_id {
+                    self.kept.clear();
                     lock(&self.names).clear();
                     lock(&self.unlearned).clear();
                     *lock(&self.listing) = None;
@@ -637,9 +672,16 @@ impl Inner {
         if !keys.on_disk {
             return None;
         }
-        let tag = keys.id_tag(id);
+        #[cfg(unix)]
+        let (stamp, tag) = match self.load_kept(id, &keys) {
+            KeptLoad::Read(credential) => return Some(Ok(Some(credential))),
+            KeptLoad::ByName { keep_at, tag } => (keep_at, tag),
+        };
+        #[cfg(not(unix))]
+        let (stamp, tag) = (None, None);
+        let tag = tag.unwrap_or_else(|| keys.id_tag(id));
         let path = self.record_path(&tag);
-        let read = read_record(&path, |bytes| {
+        let read = read_record_file(&path, |bytes| {
             if let Ok(view) = parse_record(&bytes) {
                 if keys.material.dek(view.generation).is_none() {
                     return Ok(None);
@@ -648,10 +690,76 @@ impl Inner {
             self.finish_load(&keys, id, &tag, bytes, &path).map(Some)
         });
         match read {
-            Ok(Some(None)) => None,
-            Ok(Some(Some(credential))) => Some(Ok(Some(credential))),
+            Ok(Some((None, _))) => None,
+            Ok(Some((Some(credential), file))) => {
+                if let Some(stamp) = stamp {
+                    let kept = Kept {
+                        file,
+                        path,
+                        stamp,
+                        tag,
+                        keys,
+                    };
+                    self.kept.keep(id, kept);
+                }
+                Some(Ok(Some(credential)))
+            }
             Ok(None) => Some(Ok(None)),
             Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The part of `load` that reads a kept record file (see [`crate::kept`]).
+    #[cfg(unix)]
+    fn load_kept(&self, id: &CredentialId, keys: &Arc<Keyring>) -> KeptLoad {
+        let kept = self.kept.get(id, keys);
+        // Taken before the stat: a change after it cannot look older than this.
+        let now = now_nanos();
+        let nothing = KeptLoad::ByName {
+            keep_at: None,
+            tag: None,
+        };
+        if kept.is_none() && !self.kept.wants_more(now) {
+            return nothing;
+        }
+        let Ok(Some(stamp)) = DirStamp::stat(&self.dir) else {
+            return nothing;
+        };
+        let mut tag = None;
+        if let Some(kept) = kept {
+            if kept.stamp == stamp {
+                let read = read_at_capped_fast(&kept.file, MAX_RECORD_LEN, &kept.path)
+                    .ok()
+                    .filter(|bytes| {
+                        // The data key must be at hand (a record written under another one
+                        // is a replaced file): reaching for it would read the header here.
+                        parse_record(bytes).is_ok_and(|v| keys.material.dek(v.generation).is_some())
+                    })
+                    .and_then(|bytes| {
+                        self.finish_load(keys, id, &kept.tag, bytes, &kept.path)
+                            .ok()
+                    });
+                if let Some(credential) = read {
+                    return KeptLoad::Read(credential);
+                }
+                // Replaced since the stamp was taken: read by name, keep nothing.
+                self.kept.forget(id);
+                return KeptLoad::ByName {
+                    keep_at: None,
+                    tag: Some(kept.tag),
+                };
+            }
+            self.kept.forget(id);
+            tag = Some(kept.tag);
+        }
+        if stamp.settles_at() <= now {
+            KeptLoad::ByName {
+                keep_at: Some(stamp),
+                tag,
+            }
+        } else {
+            self.kept.unsettled_until(stamp.settles_at());
+            KeptLoad::ByName { keep_at: None, tag }
         }
     }
 
@@ -735,6 +843,7 @@ impl Inner {
         let tag = keys.id_tag(id);
         // The index would keep the deleted id (encrypted) until its next rewrite.
         self.remove_names_index()?;
+        self.kept.forget(id);
         let removed = remove_durable(&self.dir, &self.record_path(&tag))?;
         lock(&self.names).remove(&tag);
         Ok(removed)
@@ -907,6 +1016,19 @@ impl Inner {
     }
 }
 
+/// What [`Inner::load_kept`] did.
+#[cfg(unix)]
+enum KeptLoad {
+    /// Read the credential from the kept file.
+    Read(CredentialObject),
+    /// The record must be read by name. `keep_at`: a settled stamp taken before, under
+    /// which the file opened can be kept. `tag`: the id's tag, when known.
+    ByName {
+        keep_at: Option<DirStamp>,
+        tag: Option<[u8; TAG_LEN]>,
+    },
+}
+
 /// How many times a record that fails to authenticate or parse is read before the
 /// failure is reported. A reader can catch a record file's inode while a later save
 /// rewrites it (see [`replace_via_spare`](crate::durable)); reading the name again then
@@ -916,16 +1038,20 @@ const READ_ATTEMPTS: usize = 5;
 /// Reads the record file at `path` and hands its bytes to `open`; `Ok(None)` when the
 /// file does not exist. Reads again (up to [`READ_ATTEMPTS`] in all) when `open` says
 /// the bytes do not authenticate or are malformed. The first read trusts a short read
-/// to be the end of the file (see [`read_capped_fast`]); later ones read to the end.
-fn read_record<T>(path: &Path, mut open: impl FnMut(Vec<u8>) -> Result<T>) -> Result<Option<T>> {
+/// to be the end of the file (see [`read_file`]); later ones
+/// read to the end.
+fn read_record<T>(path: &Path, open: impl FnMut(Vec<u8>) -> Result<T>) -> Result<Option<T>> {
+    read_record_file(path, open).map(|read| read.map(|(t, _)| t))
+}
+
+/// [`read_record`] that also returns the file the accepted bytes were read from.
+fn read_record_file<T>(
+    path: &Path,
+    mut open: impl FnMut(Vec<u8>) -> Result<T>,
+) -> Result<Option<(T, std::fs::File)>> {
     let mut attempt = 1;
     loop {
-        let bytes = if attempt == 1 {
-            read_capped_fast(path, MAX_RECORD_LEN)?
-        } else {
-            read_capped(path, MAX_RECORD_LEN)?
-        };
-        let Some(bytes) = bytes else {
+        let Some((bytes, file)) = read_file(path, MAX_RECORD_LEN, attempt == 1)? else {
             return Ok(None);
         };
         match open(bytes) {
@@ -936,7 +1062,7 @@ fn read_record<T>(path: &Path, mut open: impl FnMut(Vec<u8>) -> Result<T>) -> Re
                 tracing::debug!(file = %path.display(), attempt, "credential record did not authenticate; reading it again");
                 attempt += 1;
             }
-            done => return done.map(Some),
+            done => return done.map(|t| Some((t, file))),
         }
     }
 }
@@ -1027,6 +1153,17 @@ pub(crate) struct DirStamp {
 /// How old the directory's times must be for a listing to be reused.
 const SETTLED: Duration = Duration::from_secs(2);
 
+/// The system time in nanoseconds since the Unix epoch (`i128::MIN` before it, which
+/// no stamp is settled at).
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) fn now_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|now| i128::try_from(now.as_nanos()).ok())
+        .unwrap_or(i128::MIN)
+}
+
 impl DirStamp {
     /// Encoded length of [`to_bytes`](Self::to_bytes).
     pub(crate) const LEN: usize = 64;
@@ -1080,37 +1217,56 @@ impl DirStamp {
     /// `None` when the directory is missing or the platform gives no such times (then
     /// every `list` reads the directory).
     #[cfg(unix)]
-    fn read(dir: &Path) -> Result<Option<(DirStamp, bool)>> {
-        use std::os::unix::fs::MetadataExt;
+    pub(crate) fn read(dir: &Path) -> Result<Option<(DirStamp, bool)>> {
         // Taken before the stat: a change after it cannot look older than this.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok();
-        let meta = match std::fs::metadata(dir) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(e, "could not inspect", dir)),
+        let now = now_nanos();
+        Ok(Self::stat(dir)?.map(|stamp| (stamp, stamp.settles_at() <= now)))
+    }
+
+    /// The directory's stamp (without judging whether it is settled: take the time
+    /// before calling, see [`read`](Self::read)).
+    #[cfg(unix)]
+    pub(crate) fn stat(dir: &Path) -> Result<Option<DirStamp>> {
+        // rustix's stat, not std's metadata: this is on every load of a kept record file
+        // (see `crate::kept`), and std's statx-based one costs a third more.
+        let st = match rustix::fs::stat(dir) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(io_error(e.into(), "could not inspect", dir)),
         };
+        // The field types differ between platforms; every value fits.
+        #[allow(clippy::useless_conversion)]
         let stamp = DirStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            nlink: meta.nlink(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
+            dev: u64::try_from(st.st_dev).unwrap_or(u64::MAX),
+            ino: u64::try_from(st.st_ino).unwrap_or(u64::MAX),
+            size: u64::try_from(st.st_size).unwrap_or(u64::MAX),
+            nlink: u64::try_from(st.st_nlink).unwrap_or(u64::MAX),
+            mtime: (
+                i64::try_from(st.st_mtime).unwrap_or(i64::MAX),
+                i64::try_from(st.st_mtime_nsec).unwrap_or(0),
+            ),
+            ctime: (
+                i64::try_from(st.st_ctime).unwrap_or(i64::MAX),
+                i64::try_from(st.st_ctime_nsec).unwrap_or(0),
+            ),
         };
+        Ok(Some(stamp))
+    }
+
+    /// When this stamp becomes settled, in nanoseconds since the Unix epoch: [`SETTLED`]
+    /// after the later of its two times.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn settles_at(&self) -> i128 {
         let as_nanos =
             |(secs, nanos): (i64, i64)| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
-        let latest = as_nanos(stamp.mtime).max(as_nanos(stamp.ctime));
-        let settled = now.is_some_and(|now| {
-            let now = i128::try_from(now.as_nanos()).unwrap_or(i128::MAX);
-            latest.saturating_add(i128::try_from(SETTLED.as_nanos()).unwrap_or(i128::MAX)) <= now
-        });
-        Ok(Some((stamp, settled)))
+        let settle = i128::try_from(SETTLED.as_nanos()).unwrap_or(i128::MAX);
+        as_nanos(self.mtime)
+            .max(as_nanos(self.ctime))
+            .saturating_add(settle)
     }
 
     #[cfg(not(unix))]
-    fn read(_dir: &Path) -> Result<Option<(DirStamp, bool)>> {
+    pub(crate) fn read(_dir: &Path) -> Result<Option<(DirStamp, bool)>> {
         Ok(None)
     }
 }
@@ -1259,6 +1415,7 @@ mod tests {
             .unwrap()
     }
 
+    #[cfg_attr(not(unix), allow(dead_code))] // used by Unix-only tests
     fn id(s: &str) -> CredentialId {
         CredentialId::new(s).unwrap()
     }
@@ -1270,6 +1427,7 @@ mod tests {
 
     /// Marks the handle's current directory state as settled, as if 2 s had passed
     /// since the last change, and stores `ids` as its listing.
+    #[cfg_attr(not(unix), allow(dead_code))] // used by Unix-only tests
     fn settle(s: &LocalStorage, ids: &[CredentialId]) {
         let (stamp, _) = DirStamp::read(s.dir()).unwrap().unwrap();
         s.inner.remember_listing(Some((stamp, true)), ids, true);
