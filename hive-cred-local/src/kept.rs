@@ -314,6 +314,48 @@ mod tests {
         assert_eq!(version(&s, "a").await, None);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_with_a_kept_file_never_sees_a_version_older_than_the_last_save() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 8).await;
+        save(&s, "a").await;
+        std::thread::sleep(Duration::from_millis(2200));
+        assert_eq!(version(&s, "a").await, Some(1));
+        assert_eq!(
+            s.inner.kept.len(),
+            1,
+            "the settled store's record file is kept"
+        );
+
+        // Another handle (as another process would) saves while this one loads: a load
+        // that starts after a save returned must see that save or a later one.
+        let saved = Arc::new(AtomicU64::new(1));
+        let writer = {
+            let (dir, saved) = (dir.path().to_owned(), Arc::clone(&saved));
+            tokio::spawn(async move {
+                let w = open(&dir, 0).await;
+                for _ in 0..200 {
+                    saved.store(save(&w, "a").await, Ordering::SeqCst);
+                }
+            })
+        };
+        let mut loads = 0;
+        while !writer.is_finished() {
+            let floor = saved.load(Ordering::SeqCst);
+            let got = version(&s, "a").await.unwrap();
+            assert!(
+                got >= floor,
+                "loaded version {got} after version {floor} was saved"
+            );
+            loads += 1;
+        }
+        writer.await.unwrap();
+        assert_eq!(version(&s, "a").await, Some(201));
+        assert!(loads > 0);
+    }
+
     #[test]
     fn when_full_files_kept_under_an_older_stamp_make_room() {
         let keys = Arc::new(Keyring::fresh(&key(), &ScryptParams::default()).unwrap());
