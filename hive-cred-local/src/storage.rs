@@ -20,7 +20,7 @@ use crate::durable::read_at_capped_fast;
 #[cfg(unix)]
 use crate::durable::replace_via_spare;
 use crate::durable::{
-    Flush, create_private_dir, hex, io_error, read_capped, read_file, remove_durable,
+    Flush, create_private_dir, hex, io_error, push_hex, read_capped, read_file, remove_durable,
     remove_stale_temp_files, too_open, unhex, write_atomic,
 };
 use crate::format::{
@@ -36,6 +36,8 @@ pub(crate) const HEADER_FILE: &str = "store.header";
 pub(crate) const LOCK_FILE: &str = "store.lock";
 pub(crate) const LOCKS_DIR: &str = "locks";
 pub(crate) const RECORD_SUFFIX: &str = ".cred";
+/// Length of a record file's name: the hex of its tag and [`RECORD_SUFFIX`].
+const RECORD_NAME_LEN: usize = TAG_LEN * 2 + RECORD_SUFFIX.len();
 
 /// Options for [`LocalStorage::open_with`].
 ///
@@ -513,10 +515,16 @@ impl Inner {
         self.dir.join(HEADER_FILE)
     }
 
+    /// The file of the record whose id has the keyed hash `tag`. Sized up front: this
+    /// is on every load.
     pub(crate) fn record_path(&self, tag: &[u8; TAG_LEN]) -> PathBuf {
-        let mut name = hex(tag);
+        let mut name = String::with_capacity(RECORD_NAME_LEN);
+        push_hex(&mut name, tag);
         name.push_str(RECORD_SUFFIX);
-        self.dir.join(name)
+        let mut path = PathBuf::with_capacity(self.dir.as_os_str().len() + 1 + RECORD_NAME_LEN);
+        path.push(&self.dir);
+        path.push(name);
+        path
     }
 
     pub(crate) fn cached_keys(&self) -> Arc<Keyring> {
@@ -1413,6 +1421,22 @@ mod tests {
         CredentialObject::builder(id, CredentialType::ApiKey)
             .build()
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn record_paths_are_the_directory_joined_with_the_tag_in_hex() {
+        let dir = tempfile::tempdir().unwrap();
+        let tag: [u8; TAG_LEN] = std::array::from_fn(|i| (i * 37) as u8);
+        let name = format!("{}{RECORD_SUFFIX}", hex(&tag));
+        assert_eq!(name.len(), RECORD_NAME_LEN);
+        let mut with_slash = dir.path().as_os_str().to_owned();
+        with_slash.push("/");
+        for given in [dir.path().to_owned(), PathBuf::from(with_slash)] {
+            let s = LocalStorage::open(given.clone(), key()).await.unwrap();
+            let path = s.inner.record_path(&tag);
+            assert_eq!(path, given.join(&name));
+            assert_eq!(path.parent(), Some(dir.path()));
+        }
     }
 
     #[cfg_attr(not(unix), allow(dead_code))] // used by Unix-only tests
