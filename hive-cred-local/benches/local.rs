@@ -8,11 +8,11 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use hive_cred_core::{CredentialId, CredentialObject, CredentialStorage, CredentialType};
-use hive_cred_local::{KeySource, LocalStorage, RawKey};
+use hive_cred_local::{KeySource, LocalStorage, LocalStorageOptions, RawKey};
 use secrecy::SecretString;
 use tokio::runtime::Runtime;
 
@@ -85,23 +85,21 @@ fn bench_store(c: &mut Criterion, n: usize, rt: &Runtime, dir: &Path) {
     let mut g = c.benchmark_group(format!("store_{n}"));
 
     let id = CredentialId::new("cred-00007").unwrap();
-    // A store at rest (nothing saved for 2 s): loads after the first read the record
-    // file kept open (see `with_kept_open_records`).
-    std::thread::sleep(Duration::from_millis(2200));
+    // Loads after the first read the record file kept open (see
+    // `with_kept_open_records`)...
     g.bench_function("load_one", |b| {
         b.to_async(rt)
             .iter(|| async { s.load(&id).await.unwrap().unwrap() })
     });
-    // A store changed in the last 2 s: every load opens the record file. The directory's
-    // mtime is set ahead so that it stays "just changed" for the whole run.
-    let set_mtime = |at| std::fs::File::open(dir).unwrap().set_modified(at).unwrap();
-    set_mtime(SystemTime::now() + Duration::from_secs(3600));
-    let busy = rt.block_on(LocalStorage::open(dir, key())).unwrap();
-    g.bench_function("load_one_store_just_changed", |b| {
+    // ... and without kept files, every load opens the record file.
+    let options = LocalStorageOptions::new().with_kept_open_records(0);
+    let opening = rt
+        .block_on(LocalStorage::open_with(dir, key(), options))
+        .unwrap();
+    g.bench_function("load_one_files_not_kept", |b| {
         b.to_async(rt)
-            .iter(|| async { busy.load(&id).await.unwrap().unwrap() })
+            .iter(|| async { opening.load(&id).await.unwrap().unwrap() })
     });
-    set_mtime(SystemTime::now());
 
     // Floors of this machine, for reading the figures above: the raw syscalls alone.
     let record = std::fs::read_dir(dir)

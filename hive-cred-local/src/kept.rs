@@ -3,23 +3,21 @@
 //! Opening and closing a record file is the larger part of a `load` of a record already
 //! in the page cache (a path walk, a file object, a descriptor, its release). A handle
 //! therefore keeps the files of records it loaded open (a bounded number) and reads a
-//! kept file again with `pread`, as long as the name still leads to the same file.
+//! kept file again with `pread`, after a `stat` of the record's name shows that the name
+//! still leads to that file (same device and inode). A `stat` costs about a third of an
+//! `open` + `close`.
 //!
-//! The name leads to the same file while the store directory's [`DirStamp`] is the one
-//! taken before the file was opened, provided that stamp was *settled* (its times at
-//! least 2 s old when taken): every save, delete, rotation or header change renames,
-//! exchanges or unlinks a name in the directory, which gives it strictly newer times (see
-//! [`DirStamp`]), and a directory put in place of the store's (a restored backup, a
-//! renamed parent) has another device or inode. The check is one `stat` of the directory
-//! per load, about a third of an `open` + `close`.
+//! The check cannot be fooled by a reused inode number: the kept descriptor holds the
+//! inode, so no other file can have its number while it is kept. Anything that makes the
+//! name lead elsewhere (a save by any process, which exchanges or renames a new file into
+//! place, a delete, a rotation, a directory put in place of the store's or of one of its
+//! parents) is seen by the next load, which then opens the name again. A save that lands
+//! between the `stat` and the read is a save that finished after the load began: the
+//! kept file then holds the version before it (returned, as a load that started a moment
+//! earlier would), or is the spare being rewritten, which fails to authenticate, and the
+//! load reads the record by name.
 //!
-//! A store that was changed in the last 2 s keeps no file: its stamp cannot yet be
-//! trusted, and loads open the record as usual (after one `stat`, and no more `stat`s
-//! until the stamp could have settled). A load that reads a kept file whose record then
-//! fails to authenticate (a save changed it between the `stat` and the read) drops it
-//! and reads the record by name.
-//!
-//! Unix only: elsewhere the directory gives no [`DirStamp`] and nothing is kept.
+//! Unix only (the check needs inode numbers).
 #![cfg_attr(not(unix), allow(dead_code))]
 
 use std::collections::HashMap;
@@ -31,7 +29,7 @@ use hive_cred_core::CredentialId;
 
 use crate::format::TAG_LEN;
 use crate::keyring::Keyring;
-use crate::storage::{DirStamp, lock};
+use crate::storage::lock;
 
 /// The kept files of one handle (shared by its clones).
 pub(crate) struct KeptRecords {
@@ -41,22 +39,20 @@ pub(crate) struct KeptRecords {
 
 struct State {
     files: HashMap<CredentialId, Arc<Kept>, foldhash::fast::RandomState>,
-    /// No file is kept before this time (nanoseconds since the Unix epoch): the last
-    /// stamp seen was not settled, and no stamp taken before then can be.
-    unsettled_until: i128,
-    /// The last attempt to keep a file found no room: loads stop looking for files to
-    /// keep until one is dropped (so that loading more credentials than there is room
-    /// for costs no `stat` per load).
+    /// The last attempt to keep a file found no room: loads stop keeping files until
+    /// one is dropped (so that loading more credentials than there is room for costs
+    /// nothing extra).
     full: bool,
 }
 
-/// An open record file, the stamp its name was checked against, and what decrypting it
+/// An open record file, the device and inode its name led to, and what decrypting it
 /// takes.
 pub(crate) struct Kept {
     pub(crate) file: File,
-    /// The record's file name (for errors).
+    /// The record's file name: checked before each read, and named in errors.
     pub(crate) path: PathBuf,
-    pub(crate) stamp: DirStamp,
+    /// Device and inode of `file`.
+    pub(crate) inode: (u64, u64),
     pub(crate) tag: [u8; TAG_LEN],
     pub(crate) keys: Arc<Keyring>,
 }
@@ -68,7 +64,6 @@ impl KeptRecords {
             capacity,
             state: Mutex::new(State {
                 files: HashMap::default(),
-                unsettled_until: i128::MIN,
                 full: false,
             }),
         }
@@ -85,36 +80,19 @@ impl KeptRecords {
             .cloned()
     }
 
-    /// Whether a load that finds no kept file should take the directory's stamp to keep
-    /// the file it opens: the last attempt found room, and the stamp could have settled
-    /// since it was last seen unsettled. `now` is in nanoseconds since the Unix epoch.
-    pub(crate) fn wants_more(&self, now: i128) -> bool {
-        if self.capacity == 0 {
-            return false;
-        }
-        let state = lock(&self.state);
-        !state.full && now >= state.unsettled_until
+    /// Whether a load that opens a record file should offer it to [`keep`](Self::keep):
+    /// the last attempt found room.
+    pub(crate) fn wants_more(&self) -> bool {
+        self.capacity > 0 && !lock(&self.state).full
     }
 
-    /// Records that the directory's stamp cannot be settled before `until`.
-    pub(crate) fn unsettled_until(&self, until: i128) {
-        let mut state = lock(&self.state);
-        state.unsettled_until = state.unsettled_until.max(until);
-    }
-
-    /// Keeps `kept` as the file of `id`, whose name was checked against the settled
-    /// `kept.stamp` before the file was opened. When full, first drops the files kept
-    /// under other stamps (useless now); if none, keeps nothing, and
+    /// Keeps `kept` as the file of `id`. When full, keeps nothing, and
     /// [`wants_more`](Self::wants_more) says no until a file is dropped.
     pub(crate) fn keep(&self, id: &CredentialId, kept: Kept) {
         let mut state = lock(&self.state);
         if state.files.len() >= self.capacity && !state.files.contains_key(id) {
-            let stamp = kept.stamp;
-            state.files.retain(|_, old| old.stamp == stamp);
-            if state.files.len() >= self.capacity {
-                state.full = true;
-                return;
-            }
+            state.full = true;
+            return;
         }
         state.files.insert(id.clone(), Arc::new(kept));
     }
@@ -140,11 +118,40 @@ impl KeptRecords {
     }
 }
 
+/// Device and inode of an open file, `None` if it cannot be inspected.
+#[cfg(unix)]
+pub(crate) fn inode_of(file: &File) -> Option<(u64, u64)> {
+    rustix::fs::fstat(file)
+        .ok()
+        .and_then(|st| device_and_inode(&st))
+}
+
+/// Device and inode of the file at `path` (links followed, as `open` does), `None`
+/// when there is none or it cannot be inspected.
+#[cfg(unix)]
+pub(crate) fn inode_at(path: &std::path::Path) -> Option<(u64, u64)> {
+    // rustix's stat, not std's metadata: this is on every load of a kept file, and
+    // std's statx-based one costs a third more. Both sides of the comparison come from
+    // the same call family, so the device numbers are encoded alike.
+    rustix::fs::stat(path)
+        .ok()
+        .and_then(|st| device_and_inode(&st))
+}
+
+#[cfg(unix)]
+fn device_and_inode(st: &rustix::fs::Stat) -> Option<(u64, u64)> {
+    // The field types differ between platforms; every value fits.
+    #[allow(clippy::useless_conversion)]
+    Some((
+        u64::try_from(st.st_dev).ok()?,
+        u64::try_from(st.st_ino).ok()?,
+    ))
+}
+
 #[cfg(test)]
 #[cfg(unix)]
 mod tests {
     use std::path::Path;
-    use std::time::Duration;
 
     use hive_cred_core::{CredentialObject, CredentialStorage, CredentialType};
 
@@ -182,29 +189,30 @@ mod tests {
         s.load(&id(name)).await.unwrap().map(|c| c.version())
     }
 
-    /// Keeps `file` as the record file of `name`, checked against the directory's
-    /// current stamp, as a load on a settled directory would (without waiting 2 s).
-    fn keep_as(s: &LocalStorage, name: &str, file: File) {
-        let keys = s.inner.cached_keys();
-        let (stamp, _) = DirStamp::read(s.dir()).unwrap().unwrap();
-        let kept = Kept {
-            file,
-            path: record_file(s, name),
-            stamp,
-            tag: keys.id_tag(&id(name)),
-            keys,
-        };
-        s.inner.kept.keep(&id(name), kept);
-    }
-
     fn record_file(s: &LocalStorage, name: &str) -> std::path::PathBuf {
         s.inner
             .record_path(&s.inner.cached_keys().id_tag(&id(name)))
     }
 
+    /// Keeps `file` as the record file of `name`, as if the name had led to it (it
+    /// records the inode the name leads to now).
+    fn keep_as(s: &LocalStorage, name: &str, file: File) {
+        let keys = s.inner.cached_keys();
+        let path = record_file(s, name);
+        let kept = Kept {
+            file,
+            inode: inode_at(&path).unwrap(),
+            path,
+            tag: keys.id_tag(&id(name)),
+            keys,
+        };
+        s.inner.kept.forget(&id(name));
+        s.inner.kept.keep(&id(name), kept);
+    }
+
     /// A store where `a` is at version 2, and a copy of its version 1 record opened from
-    /// outside the store: kept as `a`'s file, it tells a read of the kept file (version
-    /// 1) from a read by name (version 2).
+    /// outside the store: kept as `a`'s file (with the inode its name leads to), it
+    /// tells a read of the kept file (version 1) from a read by name (version 2).
     async fn store_with_old_copy(dir: &Path) -> (LocalStorage, File, tempfile::TempDir) {
         let s = open(dir, 8).await;
         assert_eq!(save(&s, "a").await, 1);
@@ -216,7 +224,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_kept_file_is_read_until_the_directory_changes() {
+    async fn a_kept_file_is_read_while_its_name_leads_to_the_same_inode() {
         let dir = tempfile::tempdir().unwrap();
         let (s, old, _scratch) = store_with_old_copy(dir.path()).await;
         keep_as(&s, "a", old);
@@ -227,29 +235,32 @@ mod tests {
         );
         assert_eq!(version(&s, "a").await, Some(1));
 
-        // Another process saves anything: the name is read again.
+        // Other records changing does not matter.
         let other = open(dir.path(), 0).await;
         save(&other, "b").await;
-        assert_eq!(version(&s, "a").await, Some(2));
-        // The directory just changed, so the file opened now is not kept.
-        assert_eq!(s.inner.kept.len(), 0);
+        assert_eq!(version(&s, "a").await, Some(1));
+
+        // Another process saves `a`: its name leads to another inode, read by name...
+        assert_eq!(save(&other, "a").await, 3);
+        assert_eq!(version(&s, "a").await, Some(3));
+        // ... and the file opened then is kept and read from now on.
+        let kept = s.inner.kept.get(&id("a"), &s.inner.cached_keys()).unwrap();
+        assert_eq!(Some(kept.inode), inode_at(&record_file(&s, "a")));
+        assert_eq!(version(&s, "a").await, Some(3));
     }
 
     #[tokio::test]
-    async fn a_save_or_delete_by_another_process_is_seen_at_once() {
+    async fn a_delete_by_another_process_is_seen_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path(), 8).await;
         save(&s, "a").await;
-        keep_as(&s, "a", File::open(record_file(&s, "a")).unwrap());
         assert_eq!(version(&s, "a").await, Some(1));
+        assert_eq!(s.inner.kept.len(), 1);
 
         let other = open(dir.path(), 0).await;
-        save(&other, "a").await;
-        assert_eq!(version(&s, "a").await, Some(2));
-
-        keep_as(&s, "a", File::open(record_file(&s, "a")).unwrap());
         assert!(other.delete(&id("a")).await.unwrap());
         assert_eq!(version(&s, "a").await, None);
+        assert_eq!(s.inner.kept.len(), 0);
     }
 
     #[tokio::test]
@@ -284,26 +295,24 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&junk, bytes).unwrap();
         keep_as(&s, "a", File::open(&junk).unwrap());
-        assert_eq!(s.inner.kept.len(), 1);
         assert_eq!(version(&s, "a").await, Some(2));
-        assert_eq!(s.inner.kept.len(), 0);
+        // The junk was replaced by the record file opened by name.
+        let kept = s.inner.kept.get(&id("a"), &s.inner.cached_keys()).unwrap();
+        assert_eq!(inode_of(&kept.file), inode_at(&record_file(&s, "a")));
     }
 
     #[tokio::test]
-    async fn loads_keep_files_only_once_the_directory_settled_and_up_to_the_capacity() {
+    async fn loads_keep_files_up_to_the_capacity() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path(), 2).await;
         for name in ["a", "b", "c"] {
             save(&s, name).await;
         }
-        assert_eq!(version(&s, "a").await, Some(1));
-        assert_eq!(s.inner.kept.len(), 0, "a directory changed just now");
-
-        std::thread::sleep(Duration::from_millis(2200));
         for name in ["a", "b", "c", "a"] {
             assert_eq!(version(&s, name).await, Some(1));
         }
         assert_eq!(s.inner.kept.len(), 2);
+        assert!(!s.inner.kept.wants_more(), "full");
         let none = open(dir.path(), 0).await;
         assert_eq!(version(&none, "a").await, Some(1));
         assert_eq!(none.inner.kept.len(), 0);
@@ -321,13 +330,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path(), 8).await;
         save(&s, "a").await;
-        std::thread::sleep(Duration::from_millis(2200));
         assert_eq!(version(&s, "a").await, Some(1));
-        assert_eq!(
-            s.inner.kept.len(),
-            1,
-            "the settled store's record file is kept"
-        );
+        assert_eq!(s.inner.kept.len(), 1, "the record file is kept");
 
         // Another handle (as another process would) saves while this one loads: a load
         // that starts after a save returned must see that save or a later one.
@@ -357,50 +361,40 @@ mod tests {
     }
 
     #[test]
-    fn when_full_files_kept_under_an_older_stamp_make_room() {
+    fn once_full_nothing_more_is_kept_until_a_file_is_dropped() {
         let keys = Arc::new(Keyring::fresh(&key(), &ScryptParams::default()).unwrap());
         let file = tempfile::tempfile().unwrap();
-        let kept = |n: u8| Kept {
+        let kept = || Kept {
             file: file.try_clone().unwrap(),
             path: PathBuf::from("f"),
-            stamp: DirStamp::from_bytes(&[n; DirStamp::LEN]),
+            inode: (1, 2),
             tag: [0; TAG_LEN],
             keys: Arc::clone(&keys),
         };
         let cache = KeptRecords::new(2);
-        cache.keep(&id("a"), kept(1));
-        cache.keep(&id("b"), kept(1));
-        assert!(cache.wants_more(0));
-        cache.keep(&id("c"), kept(1));
-        assert_eq!(cache.len(), 2, "full: nothing more under the same stamp");
+        cache.keep(&id("a"), kept());
+        cache.keep(&id("b"), kept());
+        assert!(cache.wants_more());
+        cache.keep(&id("c"), kept());
+        assert_eq!(cache.len(), 2, "full");
         assert!(cache.get(&id("c"), &keys).is_none());
-        assert!(!cache.wants_more(0), "no more stats once full");
-        cache.keep(&id("a"), kept(1));
+        assert!(!cache.wants_more(), "no more offers once full");
+        cache.keep(&id("a"), kept());
         assert_eq!(cache.len(), 2, "replacing a kept file needs no room");
         cache.forget(&id("zzz"));
-        assert!(!cache.wants_more(0), "forgetting nothing makes no room");
+        assert!(!cache.wants_more(), "forgetting nothing makes no room");
         cache.forget(&id("b"));
-        assert!(cache.wants_more(0), "room again");
-        cache.keep(&id("b"), kept(1));
-        cache.keep(&id("c"), kept(2));
-        assert_eq!(cache.len(), 1, "the older stamp's files were dropped");
+        assert!(cache.wants_more(), "room again");
+        cache.keep(&id("c"), kept());
         assert!(cache.get(&id("c"), &keys).is_some());
         let other_keys = Arc::new(Keyring::fresh(&key(), &ScryptParams::default()).unwrap());
         assert!(
             cache.get(&id("c"), &other_keys).is_none(),
             "kept under other keys"
         );
-    }
-
-    #[test]
-    fn an_unsettled_stamp_stops_the_search_for_files_to_keep_until_it_could_settle() {
-        let cache = KeptRecords::new(4);
-        assert!(cache.wants_more(0));
-        cache.unsettled_until(100);
-        assert!(!cache.wants_more(99));
-        assert!(cache.wants_more(100));
-        cache.unsettled_until(50);
-        assert!(!cache.wants_more(99), "a later bound is not moved back");
-        assert!(!KeptRecords::new(0).wants_more(i128::MAX));
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+        assert!(cache.wants_more());
+        assert!(!KeptRecords::new(0).wants_more());
     }
 }

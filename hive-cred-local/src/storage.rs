@@ -27,7 +27,9 @@ use crate::format::{
     MAX_HEADER_LEN, MAX_RECORD_LEN, TAG_LEN, open_record, open_record_owned, parse_record,
     seal_record,
 };
-use crate::kept::{Kept, KeptRecords};
+#[cfg(unix)]
+use crate::kept::Kept;
+use crate::kept::KeptRecords;
 use crate::key::{KeySource, ScryptParams};
 use crate::keyring::Keyring;
 use crate::lock::{FileLock, LocalCredentialLock, Wait};
@@ -681,12 +683,12 @@ impl Inner {
             return None;
         }
         #[cfg(unix)]
-        let (stamp, tag) = match self.load_kept(id, &keys) {
+        let (keep, tag) = match self.load_kept(id, &keys) {
             KeptLoad::Read(credential) => return Some(Ok(Some(credential))),
-            KeptLoad::ByName { keep_at, tag } => (keep_at, tag),
+            KeptLoad::ByName { keep, tag } => (keep, tag),
         };
         #[cfg(not(unix))]
-        let (stamp, tag) = (None, None);
+        let (keep, tag) = (false, None);
         let tag = tag.unwrap_or_else(|| keys.id_tag(id));
         let path = self.record_path(&tag);
         let read = read_record_file(&path, |bytes| {
@@ -700,16 +702,21 @@ impl Inner {
         match read {
             Ok(Some((None, _))) => None,
             Ok(Some((Some(credential), file))) => {
-                if let Some(stamp) = stamp {
-                    let kept = Kept {
-                        file,
-                        path,
-                        stamp,
-                        tag,
-                        keys,
-                    };
-                    self.kept.keep(id, kept);
+                #[cfg(unix)]
+                if keep {
+                    if let Some(inode) = crate::kept::inode_of(&file) {
+                        let kept = Kept {
+                            file,
+                            path,
+                            inode,
+                            tag,
+                            keys,
+                        };
+                        self.kept.keep(id, kept);
+                    }
                 }
+                #[cfg(not(unix))]
+                let _ = (keep, file);
                 Some(Ok(Some(credential)))
             }
             Ok(None) => Some(Ok(None)),
@@ -720,54 +727,34 @@ impl Inner {
     /// The part of `load` that reads a kept record file (see [`crate::kept`]).
     #[cfg(unix)]
     fn load_kept(&self, id: &CredentialId, keys: &Arc<Keyring>) -> KeptLoad {
-        let kept = self.kept.get(id, keys);
-        // Taken before the stat: a change after it cannot look older than this.
-        let now = now_nanos();
-        let nothing = KeptLoad::ByName {
-            keep_at: None,
-            tag: None,
+        let Some(kept) = self.kept.get(id, keys) else {
+            return KeptLoad::ByName {
+                keep: self.kept.wants_more(),
+                tag: None,
+            };
         };
-        if kept.is_none() && !self.kept.wants_more(now) {
-            return nothing;
-        }
-        let Ok(Some(stamp)) = DirStamp::stat(&self.dir) else {
-            return nothing;
-        };
-        let mut tag = None;
-        if let Some(kept) = kept {
-            if kept.stamp == stamp {
-                let read = read_at_capped_fast(&kept.file, MAX_RECORD_LEN, &kept.path)
-                    .ok()
-                    .filter(|bytes| {
-                        // The data key must be at hand (a record written under another one
-                        // is a replaced file): reaching for it would read the header here.
-                        parse_record(bytes).is_ok_and(|v| keys.material.dek(v.generation).is_some())
-                    })
-                    .and_then(|bytes| {
-                        self.finish_load(keys, id, &kept.tag, bytes, &kept.path)
-                            .ok()
-                    });
-                if let Some(credential) = read {
-                    return KeptLoad::Read(credential);
-                }
-                // Replaced since the stamp was taken: read by name, keep nothing.
-                self.kept.forget(id);
-                return KeptLoad::ByName {
-                    keep_at: None,
-                    tag: Some(kept.tag),
-                };
+        if crate::kept::inode_at(&kept.path) == Some(kept.inode) {
+            let read = read_at_capped_fast(&kept.file, MAX_RECORD_LEN, &kept.path)
+                .ok()
+                .filter(|bytes| {
+                    // The data key must be at hand (a record written under another one
+                    // is a replaced file): reaching for it would read the header here.
+                    parse_record(bytes).is_ok_and(|v| keys.material.dek(v.generation).is_some())
+                })
+                .and_then(|bytes| {
+                    self.finish_load(keys, id, &kept.tag, bytes, &kept.path)
+                        .ok()
+                });
+            if let Some(credential) = read {
+                return KeptLoad::Read(credential);
             }
-            self.kept.forget(id);
-            tag = Some(kept.tag);
         }
-        if stamp.settles_at() <= now {
-            KeptLoad::ByName {
-                keep_at: Some(stamp),
-                tag,
-            }
-        } else {
-            self.kept.unsettled_until(stamp.settles_at());
-            KeptLoad::ByName { keep_at: None, tag }
+        // The name leads elsewhere now, or the file was replaced between the check and
+        // the read: read by name, and keep the file opened then.
+        self.kept.forget(id);
+        KeptLoad::ByName {
+            keep: self.kept.wants_more(),
+            tag: Some(kept.tag),
         }
     }
 
@@ -1029,10 +1016,10 @@ impl Inner {
 enum KeptLoad {
     /// Read the credential from the kept file.
     Read(CredentialObject),
-    /// The record must be read by name. `keep_at`: a settled stamp taken before, under
-    /// which the file opened can be kept. `tag`: the id's tag, when known.
+    /// The record must be read by name. `keep`: offer the file opened to the kept
+    /// files. `tag`: the id's tag, when known.
     ByName {
-        keep_at: Option<DirStamp>,
+        keep: bool,
         tag: Option<[u8; TAG_LEN]>,
     },
 }
@@ -1159,18 +1146,8 @@ pub(crate) struct DirStamp {
 }
 
 /// How old the directory's times must be for a listing to be reused.
-const SETTLED: Duration = Duration::from_secs(2);
-
-/// The system time in nanoseconds since the Unix epoch (`i128::MIN` before it, which
-/// no stamp is settled at).
 #[cfg_attr(not(unix), allow(dead_code))]
-pub(crate) fn now_nanos() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .and_then(|now| i128::try_from(now.as_nanos()).ok())
-        .unwrap_or(i128::MIN)
-}
+const SETTLED: Duration = Duration::from_secs(2);
 
 impl DirStamp {
     /// Encoded length of [`to_bytes`](Self::to_bytes).
@@ -1225,56 +1202,37 @@ impl DirStamp {
     /// `None` when the directory is missing or the platform gives no such times (then
     /// every `list` reads the directory).
     #[cfg(unix)]
-    pub(crate) fn read(dir: &Path) -> Result<Option<(DirStamp, bool)>> {
+    fn read(dir: &Path) -> Result<Option<(DirStamp, bool)>> {
+        use std::os::unix::fs::MetadataExt;
         // Taken before the stat: a change after it cannot look older than this.
-        let now = now_nanos();
-        Ok(Self::stat(dir)?.map(|stamp| (stamp, stamp.settles_at() <= now)))
-    }
-
-    /// The directory's stamp (without judging whether it is settled: take the time
-    /// before calling, see [`read`](Self::read)).
-    #[cfg(unix)]
-    pub(crate) fn stat(dir: &Path) -> Result<Option<DirStamp>> {
-        // rustix's stat, not std's metadata: this is on every load of a kept record file
-        // (see `crate::kept`), and std's statx-based one costs a third more.
-        let st = match rustix::fs::stat(dir) {
-            Ok(st) => st,
-            Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(io_error(e.into(), "could not inspect", dir)),
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok();
+        let meta = match std::fs::metadata(dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(e, "could not inspect", dir)),
         };
-        // The field types differ between platforms; every value fits.
-        #[allow(clippy::useless_conversion)]
         let stamp = DirStamp {
-            dev: u64::try_from(st.st_dev).unwrap_or(u64::MAX),
-            ino: u64::try_from(st.st_ino).unwrap_or(u64::MAX),
-            size: u64::try_from(st.st_size).unwrap_or(u64::MAX),
-            nlink: u64::try_from(st.st_nlink).unwrap_or(u64::MAX),
-            mtime: (
-                i64::try_from(st.st_mtime).unwrap_or(i64::MAX),
-                i64::try_from(st.st_mtime_nsec).unwrap_or(0),
-            ),
-            ctime: (
-                i64::try_from(st.st_ctime).unwrap_or(i64::MAX),
-                i64::try_from(st.st_ctime_nsec).unwrap_or(0),
-            ),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            nlink: meta.nlink(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         };
-        Ok(Some(stamp))
-    }
-
-    /// When this stamp becomes settled, in nanoseconds since the Unix epoch: [`SETTLED`]
-    /// after the later of its two times.
-    #[cfg_attr(not(unix), allow(dead_code))]
-    pub(crate) fn settles_at(&self) -> i128 {
         let as_nanos =
             |(secs, nanos): (i64, i64)| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
-        let settle = i128::try_from(SETTLED.as_nanos()).unwrap_or(i128::MAX);
-        as_nanos(self.mtime)
-            .max(as_nanos(self.ctime))
-            .saturating_add(settle)
+        let latest = as_nanos(stamp.mtime).max(as_nanos(stamp.ctime));
+        let settled = now.is_some_and(|now| {
+            let now = i128::try_from(now.as_nanos()).unwrap_or(i128::MAX);
+            latest.saturating_add(i128::try_from(SETTLED.as_nanos()).unwrap_or(i128::MAX)) <= now
+        });
+        Ok(Some((stamp, settled)))
     }
 
     #[cfg(not(unix))]
-    pub(crate) fn read(_dir: &Path) -> Result<Option<(DirStamp, bool)>> {
+    fn read(_dir: &Path) -> Result<Option<(DirStamp, bool)>> {
         Ok(None)
     }
 }
