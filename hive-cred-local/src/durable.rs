@@ -91,6 +91,7 @@ pub(crate) fn read_file(
     let bytes = read_with(
         |buf, _| (&file).read(buf),
         || file.metadata().ok().map(|m| m.len()),
+        READ_CHUNK,
         max,
         short_read_is_eof,
     )
@@ -99,14 +100,22 @@ pub(crate) fn read_file(
 }
 
 /// Reads all of an open file from offset 0 with `pread`, leaving its position alone:
-/// for record files kept open between loads. Takes a short first read as the end of the
-/// file, like [`read_file`] with `short_read_is_eof`.
+/// for record files kept open between loads. `expected` is the file's length when last
+/// read (the buffer holds one byte more, so that the first read comes back short).
+/// Takes a short first read as the end of the file, like [`read_file`] with
+/// `short_read_is_eof`.
 #[cfg(unix)]
-pub(crate) fn read_at_capped_fast(file: &File, max: usize, path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_at_capped_fast(
+    file: &File,
+    expected: usize,
+    max: usize,
+    path: &Path,
+) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     read_with(
         |buf, offset| file.read_at(buf, offset),
         || file.metadata().ok().map(|m| m.len()),
+        expected.saturating_add(1),
         max,
         true,
     )
@@ -114,16 +123,17 @@ pub(crate) fn read_at_capped_fast(file: &File, max: usize, path: &Path) -> Resul
 }
 
 /// The read loop of [`read_file`] and [`read_at_capped_fast`]: `read(buf, offset)` reads
-/// at `offset` of the file into `buf`; `size` is the file's length, asked for only when
-/// the file is larger than a record usually is.
+/// at `offset` of the file into `buf`, starting with a buffer of `first` bytes; `size`
+/// is the file's length, asked for only when the file is larger than that.
 fn read_with(
     mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
     size: impl Fn() -> Option<u64>,
+    first: usize,
     max: usize,
     short_read_is_eof: bool,
 ) -> std::io::Result<Vec<u8>> {
     let limit = max.saturating_add(1);
-    let mut buf = vec![0u8; READ_CHUNK.min(limit)];
+    let mut buf = vec![0u8; first.clamp(1, limit)];
     let mut len = 0;
     loop {
         if len == buf.len() {
@@ -631,10 +641,13 @@ mod tests {
             // pread from 0 whatever the file position, and as often as asked.
             let (_, mut file) = read_file(&p, usize::MAX, false).unwrap().unwrap();
             assert_eq!(file.read(&mut [0u8; 8]).unwrap(), 0, "read to the end");
-            for _ in 0..2 {
-                assert_eq!(read_at_capped_fast(&file, usize::MAX, &p).unwrap(), data);
+            for expected in [0, 10, data.len(), data.len() + 100] {
+                assert_eq!(
+                    read_at_capped_fast(&file, expected, usize::MAX, &p).unwrap(),
+                    data
+                );
             }
-            assert_eq!(read_at_capped_fast(&file, 10, &p).unwrap().len(), 11);
+            assert_eq!(read_at_capped_fast(&file, 0, 10, &p).unwrap().len(), 11);
         }
         fs::write(&p, b"small").unwrap();
         assert_eq!(fast(&p, 100).unwrap().unwrap(), b"small");

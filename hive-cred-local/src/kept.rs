@@ -53,6 +53,8 @@ pub(crate) struct Kept {
     pub(crate) path: PathBuf,
     /// Device and inode of `file`.
     pub(crate) inode: (u64, u64),
+    /// Length of the record read from `file` (the size of the next read's buffer).
+    pub(crate) len: usize,
     pub(crate) tag: [u8; TAG_LEN],
     pub(crate) keys: Arc<Keyring>,
 }
@@ -202,6 +204,7 @@ mod tests {
         let kept = Kept {
             file,
             inode: inode_at(&path).unwrap(),
+            len: 0,
             path,
             tag: keys.id_tag(&id(name)),
             keys,
@@ -368,6 +371,7 @@ mod tests {
             file: file.try_clone().unwrap(),
             path: PathBuf::from("f"),
             inode: (1, 2),
+            len: 0,
             tag: [0; TAG_LEN],
             keys: Arc::clone(&keys),
         };

@@ -691,7 +691,9 @@ impl Inner {
         let (keep, tag) = (false, None);
         let tag = tag.unwrap_or_else(|| keys.id_tag(id));
         let path = self.record_path(&tag);
+        let mut len = 0;
         let read = read_record_file(&path, |bytes| {
+            len = bytes.len();
             if let Ok(view) = parse_record(&bytes) {
                 if keys.material.dek(view.generation).is_none() {
                     return Ok(None);
@@ -699,6 +701,9 @@ impl Inner {
             }
             self.finish_load(&keys, id, &tag, bytes, &path).map(Some)
         });
+        if let Ok(Some((Some(_), _))) = &read {
+            self.learn_name(&tag, id);
+        }
         match read {
             Ok(Some((None, _))) => None,
             Ok(Some((Some(credential), file))) => {
@@ -709,6 +714,7 @@ impl Inner {
                             file,
                             path,
                             inode,
+                            len,
                             tag,
                             keys,
                         };
@@ -734,7 +740,8 @@ impl Inner {
             };
         };
         if crate::kept::inode_at(&kept.path) == Some(kept.inode) {
-            let read = read_at_capped_fast(&kept.file, MAX_RECORD_LEN, &kept.path)
+            // The name was learnt when the file was kept (and `delete` drops both).
+            let read = read_at_capped_fast(&kept.file, kept.len, MAX_RECORD_LEN, &kept.path)
                 .ok()
                 .filter(|bytes| {
                     // The data key must be at hand (a record written under another one
@@ -762,9 +769,13 @@ impl Inner {
         let keys = self.read_keys()?;
         let tag = keys.id_tag(id);
         let path = self.record_path(&tag);
-        read_record(&path, |bytes| {
+        let read = read_record(&path, |bytes| {
             self.finish_load(&keys, id, &tag, bytes, &path)
-        })
+        })?;
+        if read.is_some() {
+            self.learn_name(&tag, id);
+        }
+        Ok(read)
     }
 
     fn finish_load(
@@ -783,8 +794,12 @@ impl Inner {
                 .with_context("file", path.display()));
         }
         credential.set_version(version);
-        lock(&self.names).entry(*tag).or_insert_with(|| id.clone());
         Ok(credential)
+    }
+
+    /// Remembers that the record file `tag` holds `id` (for `list`).
+    fn learn_name(&self, tag: &[u8; TAG_LEN], id: &CredentialId) {
+        lock(&self.names).entry(*tag).or_insert_with(|| id.clone());
     }
 
     fn exists(&self, id: &CredentialId) -> Result<bool> {
