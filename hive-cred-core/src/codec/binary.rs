@@ -23,9 +23,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use crate::credential::{
-    CredentialKey, CredentialMetadata, CredentialObject, CredentialType, Metadata,
-};
+use crate::credential::{CredentialMetadata, CredentialObject, CredentialType, Metadata};
 use crate::error::{Error, Result};
 use crate::id::CredentialId;
 
@@ -289,12 +287,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<CredentialObject> {
             Some((name, value, expires_at, metadata))
         })()
         .ok_or_else(bad)?;
-        let key = CredentialKey::stored(&meta.id, name, value, expires_at, metadata)?;
-        if let Some(duplicate) = keys.insert(key.name().to_owned(), key) {
-            return Err(Error::corrupted("stored credential has a key twice")
-                .with_context("id", &meta.id)
-                .with_context("key", duplicate.name()));
-        }
+        super::add_stored_key(&mut keys, &meta.id, name, value, expires_at, metadata)?;
     }
     if !r.0.is_empty() {
         return Err(bad());

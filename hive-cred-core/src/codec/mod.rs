@@ -277,12 +277,14 @@ pub fn from_stored_json(bytes: &[u8]) -> Result<CredentialObject> {
     }
     let mut keys = BTreeMap::new();
     for (name, k) in stored.keys.0 {
-        let key = CredentialKey::stored(&stored.id, name, k.value, k.expires_at, k.metadata)?;
-        if let Some(duplicate) = keys.insert(key.name().to_owned(), key) {
-            return Err(Error::corrupted("stored credential has a key twice")
-                .with_context("id", &stored.id)
-                .with_context("key", duplicate.name()));
-        }
+        add_stored_key(
+            &mut keys,
+            &stored.id,
+            name,
+            k.value,
+            k.expires_at,
+            k.metadata,
+        )?;
     }
     let meta = CredentialMetadata {
         id: stored.id,
@@ -298,6 +300,25 @@ pub fn from_stored_json(bytes: &[u8]) -> Result<CredentialObject> {
         keys: BTreeMap::new(),
     };
     Ok(CredentialObject::from_keys(meta, keys))
+}
+
+/// Adds a key read back from either stored form to `keys`. A bad name, or a name stored
+/// twice, makes the record `Corrupted`.
+fn add_stored_key(
+    keys: &mut BTreeMap<String, CredentialKey>,
+    id: &CredentialId,
+    name: String,
+    value: SecretString,
+    expires_at: Option<DateTime<Utc>>,
+    metadata: Metadata,
+) -> Result<()> {
+    let key = CredentialKey::stored(id, name, value, expires_at, metadata)?;
+    if let Some(duplicate) = keys.insert(key.name().to_owned(), key) {
+        return Err(Error::corrupted("stored credential has a key twice")
+            .with_context("id", id)
+            .with_context("key", duplicate.name()));
+    }
+    Ok(())
 }
 
 /// Serializes a credential, values included, to the compact binary stored form.
