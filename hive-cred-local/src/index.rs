@@ -35,7 +35,7 @@ use crate::durable::{Flush, overwrite_in_place, read_capped, write_atomic};
 use crate::format::{MAX_RECORD_LEN, TAG_LEN, seal_record};
 use crate::keyring::Keyring;
 use crate::lock::{FileLock, Wait};
-use crate::storage::{DirStamp, Inner, LOCK_FILE};
+use crate::storage::{DirStamp, Inner, LOCK_FILE, lock};
 
 /// File name of the names index.
 pub(crate) const INDEX_FILE: &str = "names.index";
@@ -139,10 +139,7 @@ impl Inner {
         let ids = entries.iter().map(|(_, id)| id.clone()).collect();
         // Sealed under the data key: the tags are ones a key holder computed.
         self.learn_names(entries);
-        *self
-            .index_stamp
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = stamp;
+        *lock(&self.index_stamp) = stamp;
         Ok(Some(Index { stamp, ids }))
     }
 
@@ -192,10 +189,7 @@ impl Inner {
             }
             write_atomic(&self.dir, &path, &sealed, Flush::Nothing)?;
         }
-        *self
-            .index_stamp
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = stamp;
+        *lock(&self.index_stamp) = stamp;
         Ok(())
     }
 
@@ -203,10 +197,7 @@ impl Inner {
     /// directory fsync makes it durable.
     pub(crate) fn remove_names_index(&self) -> Result<()> {
         let path = self.dir.join(INDEX_FILE);
-        *self
-            .index_stamp
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *lock(&self.index_stamp) = None;
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
