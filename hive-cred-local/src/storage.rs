@@ -694,10 +694,8 @@ impl Inner {
         let mut len = 0;
         let read = read_record_file(&path, |bytes| {
             len = bytes.len();
-            if let Ok(view) = parse_record(&bytes) {
-                if keys.material.dek(view.generation).is_none() {
-                    return Ok(None);
-                }
+            if sealed_under_unknown_key(&keys, &bytes) {
+                return Ok(None);
             }
             self.finish_load(&keys, id, &tag, bytes, &path).map(Some)
         });
@@ -743,11 +741,9 @@ impl Inner {
             // The name was learnt when the file was kept (and `delete` drops both).
             let read = read_at_capped_fast(&kept.file, kept.len, MAX_RECORD_LEN, &kept.path)
                 .ok()
-                .filter(|bytes| {
-                    // The data key must be at hand (a record written under another one
-                    // is a replaced file): reaching for it would read the header here.
-                    parse_record(bytes).is_ok_and(|v| keys.material.dek(v.generation).is_some())
-                })
+                // A record under a data key not at hand is a replaced file; reaching for
+                // the key would read the header here.
+                .filter(|bytes| !sealed_under_unknown_key(keys, bytes))
                 .and_then(|bytes| {
                     self.finish_load(keys, id, &kept.tag, bytes, &kept.path)
                         .ok()
@@ -1026,6 +1022,13 @@ impl Inner {
     }
 }
 
+/// Whether `bytes` are a record sealed under a data key `keys` lacks (another process
+/// rotated the data key since this handle read the header). Malformed bytes are not:
+/// decrypting them reports the damage.
+fn sealed_under_unknown_key(keys: &Keyring, bytes: &[u8]) -> bool {
+    parse_record(bytes).is_ok_and(|view| keys.material.dek(view.generation).is_none())
+}
+
 /// What [`Inner::load_kept`] did.
 #[cfg(unix)]
 enum KeptLoad {
@@ -1048,8 +1051,7 @@ const READ_ATTEMPTS: usize = 5;
 /// Reads the record file at `path` and hands its bytes to `open`; `Ok(None)` when the
 /// file does not exist. Reads again (up to [`READ_ATTEMPTS`] in all) when `open` says
 /// the bytes do not authenticate or are malformed. The first read trusts a short read
-/// to be the end of the file (see [`read_file`]); later ones
-/// read to the end.
+/// to be the end of the file (see [`read_file`]); later ones read to the end.
 fn read_record<T>(path: &Path, open: impl FnMut(Vec<u8>) -> Result<T>) -> Result<Option<T>> {
     read_record_file(path, open).map(|read| read.map(|(t, _)| t))
 }
