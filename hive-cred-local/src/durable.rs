@@ -5,23 +5,21 @@
 //! the directory so the rename itself survives a crash. Readers see the old file or the
 //! new one, never a mix.
 //!
-//! Credential records are replaced through a spare file instead ([`replace_via_spare`]):
-//! the new record is written into the store's one spare file, fsynced, and atomically
-//! exchanged with the target (`renameat2(RENAME_EXCHANGE)` on Linux, `RENAME_SWAP` on
-//! Apple systems), then the directory is fsynced. The spare then holds the previous
-//! record and is overwritten by the next save. No inode is allocated or freed per save,
-//! which on ext4 is most of the cost of a small durable write (allocating an inode scans
-//! past recently freed ones). Where the exchange is not supported the spare is renamed
-//! over the target, which is the classic temp-file write.
+//! Credential records are updated in place instead ([`write_slot`]): the new record is
+//! written into the slot of its file that does not hold the current one and
+//! `fdatasync`ed (see `format` for the two-slot layout). The file's size, blocks and name
+//! stay as they are, so no file-system metadata (no journal commit) is involved: one
+//! flush per save instead of two. New files (a new credential, a record that outgrew its
+//! slots) are written with the temp-file write above.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-#[cfg(unix)]
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use hive_cred_core::{Error, Result};
 
+#[cfg(unix)]
+use crate::format::slot_write;
 use crate::key::fill_random;
 
 /// Prefix of temporary files; such files are never records and are removed by the next
@@ -101,9 +99,9 @@ pub(crate) fn read_file(
 
 /// Reads all of an open file from offset 0 with `pread`, leaving its position alone:
 /// for record files kept open between loads. `expected` is the file's length when last
-/// read (the buffer holds one byte more, so that the first read comes back short).
-/// Takes a short first read as the end of the file, like [`read_file`] with
-/// `short_read_is_eof`.
+/// read (the buffer holds one byte more, so that the first read comes back short; it is
+/// not zeroed first). Takes a short first read as the end of the file, like
+/// [`read_file`] with `short_read_is_eof`.
 #[cfg(unix)]
 pub(crate) fn read_at_capped_fast(
     file: &File,
@@ -112,10 +110,17 @@ pub(crate) fn read_at_capped_fast(
     path: &Path,
 ) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
+    let first = expected.saturating_add(1).min(max.saturating_add(1));
+    let mut buf = Vec::with_capacity(first);
+    match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), 0) {
+        Ok(n) if n < first => return Ok(buf),
+        // Grew, or interrupted: read it all the general way.
+        Ok(_) | Err(_) => {}
+    }
     read_with(
         |buf, offset| file.read_at(buf, offset),
         || file.metadata().ok().map(|m| m.len()),
-        expected.saturating_add(1),
+        first,
         max,
         true,
     )
@@ -165,8 +170,9 @@ fn read_with(
     Ok(buf)
 }
 
-/// First read size of [`read_capped`]: larger than any ordinary record.
-const READ_CHUNK: usize = 2048;
+/// First read size of [`read_capped`]: larger than an ordinary record file (8176 bytes,
+/// see `format`), so that one `read` reads it.
+const READ_CHUNK: usize = 8192;
 
 /// How much of [`write_atomic`]'s work is flushed to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,84 +218,66 @@ pub(crate) fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], flush: Flush
     Ok(())
 }
 
-/// Name of the spare file of [`replace_via_spare`]. It never holds a record that is
-/// read: at most the previous version of the last credential saved, or a half-written
-/// new one after a crash.
-#[cfg(unix)]
-pub(crate) const SPARE_FILE: &str = ".spare";
+/// Name of the spare file that earlier builds exchanged records with. It holds an older
+/// copy of some record; the first writer of a handle removes it.
+pub(crate) const LEGACY_SPARE_FILE: &str = ".spare";
 
-/// Replaces (or creates, with `target_exists == false`) `target` with `bytes`, durably
-/// and atomically, through the spare file of `dir` (see the module docs). `exchange`
-/// says whether the directory's file system supports an atomic exchange; it is cleared
-/// the first time the system says it does not.
-///
-/// The caller holds the store lock: the spare is shared by every writer of the store.
-/// A reader that opened `target` just before an exchange can read the spare's inode
-/// while the next save overwrites it, so readers retry a record that fails to
-/// authenticate (see `Inner::read_record`).
+/// Opens the record file at `path` to update it in place and reads it (at most `max`
+/// bytes, plus one to detect more). `Ok(None)` when there is no such file. The file is
+/// returned only when it can be written in place: a private regular file with one link,
+/// opened for writing without following a symbolic link. Otherwise (a symbolic link, a
+/// file with other names that would see the write, a file not writable by us) only its
+/// bytes are returned, read as any record is, and the caller replaces it with a new file.
 #[cfg(unix)]
-pub(crate) fn replace_via_spare(
-    dir: &Path,
-    target: &Path,
-    bytes: &[u8],
-    target_exists: bool,
-    exchange: &AtomicBool,
-) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-
-    let spare = dir.join(SPARE_FILE);
-    let (file, meta) = open_spare(&spare)?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        // It becomes a record file: it must be as private as one.
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|e| io_error(e, "could not restrict the permissions of", &spare))?;
+pub(crate) fn open_for_update(path: &Path, max: usize) -> Result<Option<(Vec<u8>, Option<File>)>> {
+    use std::os::unix::fs::FileExt;
+    match open_private_regular(path) {
+        Ok(Some((file, meta))) => {
+            let bytes = read_with(
+                |buf, offset| file.read_at(buf, offset),
+                || Some(meta.len()),
+                usize::try_from(meta.len()).map_or(max, |n| n.saturating_add(1)),
+                max,
+                false,
+            )
+            .map_err(|e| io_error(e, "could not read", path))?;
+            Ok(Some((bytes, Some(file))))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => Ok(read_capped(path, max)?.map(|bytes| (bytes, None))),
     }
-    // The file keeps its inode and (mostly) its blocks.
-    write_in_place(&file, &meta, bytes, &spare)?;
-    file.sync_data()
-        .map_err(|e| io_error(e, "could not fsync", &spare))?;
-    drop(file);
-    if !(target_exists
-        && exchange.load(Ordering::Relaxed)
-        && exchange_with(&spare, target, exchange)?)
-    {
-        fs::rename(&spare, target).map_err(|e| io_error(e, "could not rename over", target))?;
-    }
-    sync_dir(dir)
 }
 
-/// Opens (creating) the spare file for writing in place. Anything at its name that is
-/// not a private regular file of ours to overwrite (a symbolic link, which is never
-/// followed, a FIFO or device, which is never blocked on, a directory, or a file with
-/// other hard links, whose other names would see the write) is removed and replaced by
-/// a new file.
+/// Writes `record` into slot `slot` of the two-slot record file `file` (slots of
+/// `slot_size` bytes) and `fdatasync`s it; then clears the other slot, which held the
+/// previous version, without waiting for that to reach the disk (see `format`). When the
+/// write or the flush fails, the slot is cleared again (best effort), so that readers
+/// keep seeing the previous version, which was not touched.
 #[cfg(unix)]
-fn open_spare(spare: &Path) -> Result<(File, fs::Metadata)> {
-    let mut replaced = false;
-    loop {
-        let opened = open_private_regular(spare, true);
-        let bad = match opened {
-            Ok(Some(opened)) => return Ok(opened),
-            Ok(None) => "is not a private regular file",
-            // ELOOP (a symbolic link), EISDIR, ENXIO (a FIFO without reader), ...
-            Err(e) if replaced => return Err(io_error(e, "could not open the spare file", spare)),
-            Err(_) => "could not be opened",
-        };
-        if replaced {
-            return Err(Error::new(
-                hive_cred_core::ErrorKind::Unexpected,
-                format!("the spare file {bad} even after it was replaced"),
-            )
-            .with_context("file", spare.display()));
-        }
-        tracing::warn!(file = %spare.display(), "replacing a spare file that {bad}");
-        match fs::remove_file(spare).or_else(|_| fs::remove_dir(spare)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(e, "could not remove", spare)),
-        }
-        replaced = true;
+pub(crate) fn write_slot(
+    file: &File,
+    slot: usize,
+    slot_size: usize,
+    record: &[u8],
+    path: &Path,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (offset, bytes) = slot_write(slot, slot_size, record);
+    let written = file
+        .write_all_at(&bytes, offset)
+        .map_err(|e| io_error(e, "could not write", path))
+        .and_then(|()| {
+            file.sync_data()
+                .map_err(|e| io_error(e, "could not fsync", path))
+        });
+    let clear = if written.is_ok() { 1 - slot } else { slot };
+    let (at, zeros) = slot_write(clear, slot_size, &[]);
+    if let Err(e) = file.write_all_at(&zeros, at) {
+        // The save itself is durable (or has failed and says so); a slot left behind
+        // only keeps the previous version on disk until the next save of the record.
+        tracing::warn!(file = %path.display(), error = %e, "could not clear a slot of a record file");
     }
+    written
 }
 
 /// Overwrites the existing regular file `path` with `bytes` in place (same inode, so the
@@ -300,7 +288,7 @@ fn open_spare(spare: &Path) -> Result<(File, fs::Metadata)> {
 pub(crate) fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<bool> {
     #[cfg(unix)]
     {
-        let (file, meta) = match open_private_regular(path, false) {
+        let (file, meta) = match open_private_regular(path) {
             Ok(Some(opened)) => opened,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_error(e, "could not open", path)),
@@ -322,25 +310,21 @@ pub(crate) fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<bool> {
     }
 }
 
-/// Opens `path` for writing (creating it 0600 with `create`) without following a
-/// symbolic link or blocking on a FIFO. `Ok(None)` when it is not a regular file with a
-/// single link (a directory, device or FIFO, or a file whose other names would see a
-/// write in place).
+/// Opens the existing `path` for reading and writing without following a symbolic link
+/// or blocking on a FIFO. `Ok(None)` when it is not a private regular file with a single
+/// link (a directory, device or FIFO, a file whose other names would see a write in
+/// place, or one that group or others may read: rewriting it as a new file makes it
+/// private).
 #[cfg(unix)]
-fn open_private_regular(
-    path: &Path,
-    create: bool,
-) -> std::io::Result<Option<(File, fs::Metadata)>> {
-    use std::os::unix::fs::MetadataExt;
+fn open_private_regular(path: &Path) -> std::io::Result<Option<(File, fs::Metadata)>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use rustix::fs::{Mode, OFlags};
-    let mut flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    if create {
-        flags |= OFlags::CREATE;
-    }
-    let file = File::from(rustix::fs::open(path, flags, Mode::RUSR | Mode::WUSR)?);
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = File::from(rustix::fs::open(path, flags, Mode::empty())?);
     let meta = file.metadata()?;
-    Ok((meta.is_file() && meta.nlink() == 1).then_some((file, meta)))
+    let private = meta.permissions().mode() & 0o077 == 0;
+    Ok((meta.is_file() && meta.nlink() == 1 && private).then_some((file, meta)))
 }
 
 /// Writes `bytes` over the start of `file` (whose metadata is `meta`) and cuts it to
@@ -357,41 +341,6 @@ fn write_in_place(file: &File, meta: &fs::Metadata, bytes: &[u8], path: &Path) -
             .map_err(|e| io_error(e, "could not write", path))?;
     }
     Ok(())
-}
-
-/// Atomically exchanges `a` and `b`. `Ok(false)` when that is not possible here (the
-/// file system or kernel lacks it, which also clears `supported`, or `b` is gone): the
-/// caller renames instead.
-#[cfg(unix)]
-fn exchange_with(a: &Path, b: &Path, supported: &AtomicBool) -> Result<bool> {
-    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
-    {
-        use rustix::fs::{CWD, RenameFlags, renameat_with};
-        use rustix::io::Errno;
-        match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
-            Ok(()) => Ok(true),
-            Err(Errno::NOENT) => Ok(false),
-            // ENOTSUP and EOPNOTSUPP are one value on Linux, two on Apple systems.
-            Err(e)
-                if [Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP, Errno::NOTSUP].contains(&e) =>
-            {
-                supported.store(false, Ordering::Relaxed);
-                tracing::debug!(dir = ?a.parent(), "atomic exchange unsupported here; saves rename a new file instead");
-                Ok(false)
-            }
-            Err(e) => Err(io_error(
-                e.into(),
-                "could not exchange the spare file with",
-                b,
-            )),
-        }
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
-    {
-        let _ = (a, b);
-        supported.store(false, Ordering::Relaxed);
-        Ok(false)
-    }
 }
 
 /// Fsyncs a directory so that renames and removals in it are durable.
@@ -422,7 +371,8 @@ pub(crate) fn remove_durable(dir: &Path, path: &Path) -> Result<bool> {
     }
 }
 
-/// Removes temporary files left by writers that crashed. Call with the store lock held.
+/// Removes temporary files left by writers that crashed, and the spare file of earlier
+/// builds ([`LEGACY_SPARE_FILE`]). Call with the store lock held.
 pub(crate) fn remove_stale_temp_files(dir: &Path) -> Result<usize> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -432,7 +382,9 @@ pub(crate) fn remove_stale_temp_files(dir: &Path) -> Result<usize> {
     let mut removed = 0;
     for entry in entries {
         let entry = entry.map_err(|e| io_error(e, "could not list", dir))?;
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) || name == LEGACY_SPARE_FILE {
             let path = entry.path();
             match fs::remove_file(&path) {
                 Ok(()) => removed += 1,
@@ -520,107 +472,6 @@ mod tests {
         write_atomic(dir.path(), &target, b"two", Flush::All).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-        assert!(too_open(&target).unwrap().is_none());
-    }
-
-    #[cfg(unix)]
-    fn inode(path: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        fs::metadata(path).unwrap().ino()
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn the_spare_is_exchanged_with_an_existing_target_and_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("r.cred");
-        let spare = dir.path().join(SPARE_FILE);
-        let exchange = AtomicBool::new(true);
-        replace_via_spare(dir.path(), &target, b"version one", false, &exchange).unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"version one");
-        assert!(!spare.exists(), "a new target takes the spare's place");
-
-        replace_via_spare(dir.path(), &target, b"two", true, &exchange).unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"two");
-        // Guards the fast path on Linux (ext4, xfs, btrfs, tmpfs all have it): were it
-        // silently falling back, saves would pass every other test but allocate an inode.
-        #[cfg(target_os = "linux")]
-        assert!(exchange.load(Ordering::Relaxed), "RENAME_EXCHANGE refused");
-        if exchange.load(Ordering::Relaxed) {
-            // Exchanged: the spare now holds the previous bytes, in the old inode.
-            assert_eq!(fs::read(&spare).unwrap(), b"version one");
-            let (old_target, old_spare) = (inode(&target), inode(&spare));
-            replace_via_spare(dir.path(), &target, b"three, longer", true, &exchange).unwrap();
-            assert_eq!(fs::read(&target).unwrap(), b"three, longer");
-            assert_eq!(fs::read(&spare).unwrap(), b"two");
-            assert_eq!((inode(&target), inode(&spare)), (old_spare, old_target));
-        }
-        assert!(too_open(&target).unwrap().is_none());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_spare_that_is_a_link_fifo_directory_or_hard_link_is_replaced_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let spare = dir.path().join(SPARE_FILE);
-        let victim = dir.path().join("victim");
-        let target = dir.path().join("r.cred");
-        let exchange = AtomicBool::new(true);
-        let plant: [&dyn Fn(); 4] = [
-            &|| std::os::unix::fs::symlink(&victim, &spare).unwrap(),
-            &|| fs::hard_link(&victim, &spare).unwrap(),
-            &|| fs::create_dir(&spare).unwrap(),
-            &|| {
-                let status = std::process::Command::new("mkfifo")
-                    .arg(&spare)
-                    .status()
-                    .unwrap();
-                assert!(status.success());
-            },
-        ];
-        for (round, plant) in plant.iter().enumerate() {
-            fs::write(&victim, b"precious").unwrap();
-            let _ = fs::remove_file(&spare);
-            plant();
-            let record = format!("record {round}");
-            replace_via_spare(dir.path(), &target, record.as_bytes(), round > 0, &exchange)
-                .unwrap();
-            assert_eq!(
-                fs::read(&target).unwrap(),
-                record.as_bytes(),
-                "round {round}"
-            );
-            assert_eq!(fs::read(&victim).unwrap(), b"precious", "round {round}");
-        }
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn without_the_exchange_the_spare_is_renamed_over_the_target() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("r.cred");
-        let exchange = AtomicBool::new(false);
-        replace_via_spare(dir.path(), &target, b"one", false, &exchange).unwrap();
-        replace_via_spare(dir.path(), &target, b"two", true, &exchange).unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"two");
-        assert!(!dir.path().join(SPARE_FILE).exists());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_spare_with_open_permissions_is_made_private_before_it_becomes_a_record() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let spare = dir.path().join(SPARE_FILE);
-        fs::write(&spare, b"leftover, longer than the record").unwrap();
-        fs::set_permissions(&spare, fs::Permissions::from_mode(0o644)).unwrap();
-        let target = dir.path().join("r.cred");
-        replace_via_spare(dir.path(), &target, b"new", false, &AtomicBool::new(true)).unwrap();
-        assert_eq!(
-            fs::read(&target).unwrap(),
-            b"new",
-            "stale tail bytes cut off"
-        );
         assert!(too_open(&target).unwrap().is_none());
     }
 

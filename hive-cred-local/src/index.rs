@@ -134,7 +134,7 @@ impl Inner {
         let Some(bytes) = read_capped(&path, MAX_RECORD_LEN)? else {
             return Ok(None);
         };
-        let (_, plaintext) = self.decrypt_owned(keys, bytes, &keys.index_tag(), &path)?;
+        let (_, plaintext, _) = self.decrypt(keys, &bytes, &keys.index_tag(), &path)?;
         let (stamp, entries) = decode(&plaintext)?;
         let ids = entries.iter().map(|(_, id)| id.clone()).collect();
         // Sealed under the data key: the tags are ones a key holder computed.

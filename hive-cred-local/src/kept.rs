@@ -8,14 +8,14 @@
 //! `open` + `close`.
 //!
 //! The check cannot be fooled by a reused inode number: the kept descriptor holds the
-//! inode, so no other file can have its number while it is kept. Anything that makes the
-//! name lead elsewhere (a save by any process, which exchanges or renames a new file into
-//! place, a delete, a rotation, a directory put in place of the store's or of one of its
-//! parents) is seen by the next load, which then opens the name again. A save that lands
-//! between the `stat` and the read is a save that finished after the load began: the
-//! kept file then holds the version before it (returned, as a load that started a moment
-//! earlier would), or is the spare being rewritten, which fails to authenticate, and the
-//! load reads the record by name.
+//! inode, so no other file can have its number while it is kept. A save by any process
+//! that rewrites the record in place (see `durable::write_slot`) writes to that very
+//! inode, so the kept file shows it like the name would. Anything that makes the name
+//! lead elsewhere (a save that writes a new file, a delete, a rotation, a directory put
+//! in place of the store's or of one of its parents) is seen by the next load, which
+//! then opens the name again. A save that lands between the `stat` and the read finished
+//! after the load began: the read then finds the version before it (returned, as a load
+//! that started a moment earlier would) or the new one.
 //!
 //! Unix only (the check needs inode numbers).
 #![cfg_attr(not(unix), allow(dead_code))]
@@ -243,13 +243,40 @@ mod tests {
         save(&other, "b").await;
         assert_eq!(version(&s, "a").await, Some(1));
 
-        // Another process saves `a`: its name leads to another inode, read by name...
-        assert_eq!(save(&other, "a").await, 3);
+        // Another process saves `a` as a new file (a record that outgrew its slots;
+        // a rotation or a restored backup does the same): its name leads to another
+        // inode, read by name...
+        let mut a = other.load(&id("a")).await.unwrap().unwrap();
+        a.set_key("big", "x".repeat(5000), None).unwrap();
+        other.save(&a).await.unwrap();
         assert_eq!(version(&s, "a").await, Some(3));
         // ... and the file opened then is kept and read from now on.
         let kept = s.inner.kept.get(&id("a"), &s.inner.cached_keys()).unwrap();
         assert_eq!(Some(kept.inode), inode_at(&record_file(&s, "a")));
         assert_eq!(version(&s, "a").await, Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_save_in_place_by_another_process_is_read_through_the_kept_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 8).await;
+        assert_eq!(save(&s, "a").await, 1);
+        assert_eq!(version(&s, "a").await, Some(1));
+        let inode = s
+            .inner
+            .kept
+            .get(&id("a"), &s.inner.cached_keys())
+            .unwrap()
+            .inode;
+
+        let other = open(dir.path(), 0).await;
+        for next in 2..5 {
+            assert_eq!(save(&other, "a").await, next);
+            assert_eq!(version(&s, "a").await, Some(next));
+        }
+        let kept = s.inner.kept.get(&id("a"), &s.inner.cached_keys()).unwrap();
+        assert_eq!(kept.inode, inode, "still the first file kept");
+        assert_eq!(inode_at(&record_file(&s, "a")), Some(inode));
     }
 
     #[tokio::test]
@@ -294,8 +321,8 @@ mod tests {
         let (s, _, scratch) = store_with_old_copy(dir.path()).await;
         let junk = scratch.path().join("junk");
         let mut bytes = std::fs::read(record_file(&s, "a")).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
+        let [current, _] = crate::format::record_candidates(&bytes).unwrap();
+        bytes[current.unwrap().range.end - 1] ^= 1;
         std::fs::write(&junk, bytes).unwrap();
         keep_as(&s, "a", File::open(&junk).unwrap());
         assert_eq!(version(&s, "a").await, Some(2));

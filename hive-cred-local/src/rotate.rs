@@ -7,7 +7,9 @@ use hive_cred_core::{Error, ErrorKind, Result};
 use zeroize::Zeroizing;
 
 use crate::durable::{Flush, read_capped, sync_dir, write_atomic};
-use crate::format::{KeyMaterial, MAX_RECORD_LEN, SALT_LEN, parse_record, seal_record};
+use crate::format::{
+    KeyMaterial, MAX_RECORD_FILE_LEN, SALT_LEN, new_record_file, record_candidates, seal_record,
+};
 use crate::key::{KEY_LEN, KdfKind, KeySource, derive_kek, fill_random};
 use crate::keyring::Keyring;
 use crate::storage::{Inner, RotationReport};
@@ -96,21 +98,24 @@ impl Inner {
         let mut rewritten = 0;
         for tag in self.record_tags()? {
             let path = self.record_path(&tag);
-            let Some(bytes) = read_capped(&path, MAX_RECORD_LEN)? else {
+            let Some(bytes) = read_capped(&path, MAX_RECORD_FILE_LEN)? else {
                 continue;
             };
-            let view = parse_record(&bytes).map_err(|m| m.into_error(&path))?;
-            if view.generation == generation {
+            let current = record_candidates(&bytes).map_err(|m| m.into_error(&path))?;
+            if current[0]
+                .as_ref()
+                .is_some_and(|c| c.generation == generation)
+            {
                 continue;
             }
-            let (version, plaintext) = self.decrypt(keys, &bytes, &tag, &path).map_err(|e| {
+            let (version, plaintext, _) = self.decrypt(keys, &bytes, &tag, &path).map_err(|e| {
                 e.with_message_prefix(
                     "data-key rotation stopped (both keys are kept; remove or restore this \
                      file and rotate again)",
                 )
             })?;
             let sealed = seal_record(dek, generation, version, &keys.store_id, &tag, &plaintext)?;
-            write_atomic(&self.dir, &path, &sealed, Flush::FileOnly)?;
+            write_atomic(&self.dir, &path, &new_record_file(&sealed), Flush::FileOnly)?;
             rewritten += 1;
         }
         sync_dir(&self.dir)?;

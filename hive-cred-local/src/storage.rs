@@ -17,20 +17,20 @@ use zeroize::Zeroizing;
 
 #[cfg(unix)]
 use crate::durable::read_at_capped_fast;
-#[cfg(unix)]
-use crate::durable::replace_via_spare;
 use crate::durable::{
     Flush, create_private_dir, hex, io_error, push_hex, read_capped, read_file, remove_durable,
     remove_stale_temp_files, too_open, unhex, write_atomic,
 };
+#[cfg(unix)]
+use crate::durable::{open_for_update, write_slot};
 use crate::format::{
-    MAX_HEADER_LEN, MAX_RECORD_LEN, TAG_LEN, open_record, open_record_owned, parse_record,
-    seal_record,
+    MAX_HEADER_LEN, MAX_RECORD_FILE_LEN, Place, TAG_LEN, new_record_file, open_record,
+    parse_record, record_candidates, seal_record,
 };
 #[cfg(unix)]
 use crate::kept::Kept;
 use crate::kept::KeptRecords;
-use crate::key::{KeySource, ScryptParams};
+use crate::key::{KEY_LEN, KeySource, ScryptParams};
 use crate::keyring::Keyring;
 use crate::lock::{FileLock, LocalCredentialLock, Wait};
 
@@ -154,10 +154,6 @@ pub(crate) struct Inner {
     index_read: AtomicBool,
     /// The directory state the names index records, as last read or written here.
     pub(crate) index_stamp: Mutex<Option<DirStamp>>,
-    /// Whether saves may exchange the spare file with a record (see
-    /// [`replace_via_spare`](crate::durable)); cleared where the file system refuses.
-    #[cfg_attr(not(unix), allow(dead_code))]
-    exchange: AtomicBool,
     /// Record files kept open between loads (see [`crate::kept`]).
     #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) kept: KeptRecords,
@@ -441,6 +437,13 @@ impl CredentialStorage for LocalStorage {
     }
 }
 
+/// The data key of `generation` in `keys`.
+fn dek<'k>(keys: &'k Keyring, generation: u32, path: &Path) -> Result<&'k [u8; KEY_LEN]> {
+    keys.material
+        .dek(generation)
+        .ok_or_else(|| missing_generation(generation, path))
+}
+
 fn missing_generation(generation: u32, path: &Path) -> Error {
     Error::new(
         ErrorKind::Decryption,
@@ -507,7 +510,6 @@ impl Inner {
             temp_cleaned: AtomicBool::new(false),
             index_read: AtomicBool::new(false),
             index_stamp: Mutex::new(None),
-            exchange: AtomicBool::new(true),
             kept: KeptRecords::new(options.kept_open),
             options,
         })
@@ -621,47 +623,35 @@ impl Inner {
         Ok((guard, keys))
     }
 
-    /// Parses, authenticates and decrypts a record. Returns its stored version and
-    /// plaintext.
+    /// Authenticates and decrypts the current record of a record file (see
+    /// [`record_candidates`]). Returns its stored version, plaintext and place in the
+    /// file.
     pub(crate) fn decrypt(
         &self,
         keys: &Arc<Keyring>,
         bytes: &[u8],
         tag: &[u8; TAG_LEN],
         path: &Path,
-    ) -> Result<(u64, Zeroizing<Vec<u8>>)> {
-        let view = parse_record(bytes).map_err(|m| m.into_error(path))?;
-        let keys = self.keys_for(keys, view.generation)?;
-        let dek = keys
-            .material
-            .dek(view.generation)
-            .ok_or_else(|| missing_generation(view.generation, path))?;
-        let plaintext = open_record(&view, dek, &keys.store_id, tag)
-            .ok_or_else(|| failed_authentication(path))?;
-        Ok((view.version, plaintext))
-    }
-
-    /// [`decrypt`](Self::decrypt) of a record read into `bytes`, decrypting in that
-    /// buffer (no copy).
-    pub(crate) fn decrypt_owned(
-        &self,
-        keys: &Arc<Keyring>,
-        bytes: Vec<u8>,
-        tag: &[u8; TAG_LEN],
-        path: &Path,
-    ) -> Result<(u64, Zeroizing<Vec<u8>>)> {
-        let (generation, version) = {
-            let view = parse_record(&bytes).map_err(|m| m.into_error(path))?;
-            (view.generation, view.version)
-        };
-        let keys = self.keys_for(keys, generation)?;
-        let dek = keys
-            .material
-            .dek(generation)
-            .ok_or_else(|| missing_generation(generation, path))?;
-        let plaintext = open_record_owned(bytes, dek, &keys.store_id, tag)
-            .ok_or_else(|| failed_authentication(path))?;
-        Ok((version, plaintext))
+    ) -> Result<(u64, Zeroizing<Vec<u8>>, Place)> {
+        let mut failure = None;
+        for found in record_candidates(bytes)
+            .map_err(|m| m.into_error(path))?
+            .into_iter()
+            .flatten()
+        {
+            let opened = self.keys_for(keys, found.generation).and_then(|keys| {
+                let dek = dek(&keys, found.generation, path)?;
+                let view =
+                    parse_record(&bytes[found.range.clone()]).map_err(|m| m.into_error(path))?;
+                open_record(&view, dek, &keys.store_id, tag)
+                    .ok_or_else(|| failed_authentication(path))
+            });
+            match opened {
+                Ok(plaintext) => return Ok((found.version, plaintext, found.place)),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        Err(failure.unwrap_or_else(|| failed_authentication(path)))
     }
 
     /// `keys`, or the keys re-read from the header when `keys` lacks the data key of
@@ -739,7 +729,7 @@ impl Inner {
         };
         if crate::kept::inode_at(&kept.path) == Some(kept.inode) {
             // The name was learnt when the file was kept (and `delete` drops both).
-            let read = read_at_capped_fast(&kept.file, kept.len, MAX_RECORD_LEN, &kept.path)
+            let read = read_at_capped_fast(&kept.file, kept.len, MAX_RECORD_FILE_LEN, &kept.path)
                 .ok()
                 // A record under a data key not at hand is a replaced file; reaching for
                 // the key would read the header here.
@@ -782,7 +772,7 @@ impl Inner {
         bytes: Vec<u8>,
         path: &Path,
     ) -> Result<CredentialObject> {
-        let (version, plaintext) = self.decrypt_owned(keys, bytes, tag, path)?;
+        let (version, plaintext, _) = self.decrypt(keys, &bytes, tag, path)?;
         let mut credential = decode(&plaintext, path)?;
         if credential.id() != id {
             return Err(Error::corrupted("credential record holds a different id")
@@ -810,9 +800,16 @@ impl Inner {
         let (_guard, keys) = self.begin_write()?;
         let tag = keys.id_tag(id);
         let path = self.record_path(&tag);
-        let stored = match read_capped(&path, MAX_RECORD_LEN)? {
-            None => 0,
-            Some(bytes) => self.decrypt(&keys, &bytes, &tag, &path)?.0,
+        #[cfg(unix)]
+        let current = open_for_update(&path, MAX_RECORD_FILE_LEN)?;
+        #[cfg(not(unix))]
+        let current = read_capped(&path, MAX_RECORD_FILE_LEN)?.map(|bytes| (bytes, None::<()>));
+        let (stored, place) = match &current {
+            None => (0, None),
+            Some((bytes, _)) => {
+                let (stored, _, place) = self.decrypt(&keys, bytes, &tag, &path)?;
+                (stored, Some(place))
+            }
         };
         if stored != credential.version() {
             return Err(Error::conflict(
@@ -833,10 +830,19 @@ impl Inner {
         let (generation, dek) = keys.material.current();
         let sealed = seal_record(dek, generation, next, &keys.store_id, &tag, &plaintext)
             .map_err(|e| e.with_context("id", id))?;
-        #[cfg(unix)]
-        replace_via_spare(&self.dir, &path, &sealed, stored != 0, &self.exchange)?;
-        #[cfg(not(unix))]
-        write_atomic(&self.dir, &path, &sealed, Flush::All)?;
+        let next_slot = place.and_then(|place| place.next_slot(sealed.len()));
+        match (current, next_slot) {
+            // The current record's slot stays as it is until the new one is durable: one
+            // fdatasync, and no metadata (the file's size, blocks, name) changes.
+            #[cfg(unix)]
+            (Some((_, Some(file))), Some((slot, slot_size))) => {
+                write_slot(&file, slot, slot_size, &sealed, &path)?;
+            }
+            // A new credential, a record that outgrew its slots, a file of an earlier
+            // build, or one that cannot be written in place: a new file, renamed into
+            // place.
+            _ => write_atomic(&self.dir, &path, &new_record_file(&sealed), Flush::All)?,
+        }
         lock(&self.names).insert(tag, id.clone());
         Ok(())
     }
@@ -995,7 +1001,7 @@ impl Inner {
     fn identify(&self, keys: &Arc<Keyring>, tag: &[u8; TAG_LEN]) -> Result<Option<CredentialId>> {
         let path = self.record_path(tag);
         read_record(&path, |bytes| {
-            let (_, plaintext) = self.decrypt_owned(keys, bytes, tag, &path)?;
+            let (_, plaintext, _) = self.decrypt(keys, &bytes, tag, &path)?;
             let credential = decode(&plaintext, &path)?;
             if keys.id_tag(credential.id()) != *tag {
                 return Err(Error::corrupted(
@@ -1026,7 +1032,9 @@ impl Inner {
 /// rotated the data key since this handle read the header). Malformed bytes are not:
 /// decrypting them reports the damage.
 fn sealed_under_unknown_key(keys: &Keyring, bytes: &[u8]) -> bool {
-    parse_record(bytes).is_ok_and(|view| keys.material.dek(view.generation).is_none())
+    record_candidates(bytes).is_ok_and(|[current, _]| {
+        current.is_some_and(|c| keys.material.dek(c.generation).is_none())
+    })
 }
 
 /// What [`Inner::load_kept`] did.
@@ -1043,9 +1051,10 @@ enum KeptLoad {
 }
 
 /// How many times a record that fails to authenticate or parse is read before the
-/// failure is reported. A reader can catch a record file's inode while a later save
-/// rewrites it (see [`replace_via_spare`](crate::durable)); reading the name again then
-/// finds the current record. A record that is really damaged fails every time.
+/// failure is reported. A reader can copy one slot of a record file while a save writes
+/// it and the other after that save cleared it (see [`write_slot`](crate::durable)), and
+/// find neither whole; reading again then finds the current record. A record that is
+/// really damaged fails every time.
 const READ_ATTEMPTS: usize = 5;
 
 /// Reads the record file at `path` and hands its bytes to `open`; `Ok(None)` when the
@@ -1063,7 +1072,7 @@ fn read_record_file<T>(
 ) -> Result<Option<(T, std::fs::File)>> {
     let mut attempt = 1;
     loop {
-        let Some((bytes, file)) = read_file(path, MAX_RECORD_LEN, attempt == 1)? else {
+        let Some((bytes, file)) = read_file(path, MAX_RECORD_FILE_LEN, attempt == 1)? else {
             return Ok(None);
         };
         match open(bytes) {
@@ -1143,7 +1152,8 @@ struct Listing {
 /// skip reading a directory that has not changed.
 ///
 /// Every change to the set of record files, by this process or another, is a link, an
-/// unlink, a rename or an exchange in the store directory (see `durable`), and each
+/// unlink or a rename in the store directory (see `durable`; saves in place change no
+/// name, and need not invalidate a listing), and each
 /// sets the directory's mtime and ctime to the current time. A different directory at the
 /// same path differs in `dev`/`ino`. So an equal stamp means an equal set of names, with
 /// one exception: a change in the same file-system timestamp tick as the stamp (ticks are
@@ -1337,7 +1347,7 @@ mod tests {
             (legacy.metadata().keys, 2)
         );
         let raw = std::fs::read(s.inner.record_path(&tag)).unwrap();
-        let (_, plain) = s.inner.decrypt(&keys, &raw, &tag, Path::new("x")).unwrap();
+        let (_, plain, _) = s.inner.decrypt(&keys, &raw, &tag, Path::new("x")).unwrap();
         assert_eq!(plain.first(), Some(&1), "binary form");
     }
 
@@ -1467,9 +1477,14 @@ mod tests {
         assert!(other.delete(&id("a")).await.unwrap());
         assert_eq!(sorted(s.list().await.unwrap()), ["b", "c"]);
 
-        // Rewriting an existing record (an exchange with the spare) also invalidates it.
+        // A save that rewrites a record in place changes no name: the listing stays.
         settle(&s, &[id("sentinel")]);
-        let b = other.load(&id("b")).await.unwrap().unwrap();
+        let mut b = other.load(&id("b")).await.unwrap().unwrap();
+        other.save(&b).await.unwrap();
+        assert_eq!(sorted(s.list().await.unwrap()), ["sentinel"]);
+        // One that outgrows its slots renames a new file into place: seen at once.
+        b = other.load(&id("b")).await.unwrap().unwrap();
+        b.set_key("big", "x".repeat(5000), None).unwrap();
         other.save(&b).await.unwrap();
         assert_eq!(sorted(s.list().await.unwrap()), ["b", "c"]);
     }
