@@ -170,9 +170,9 @@ fn read_with(
     Ok(buf)
 }
 
-/// First read size of [`read_capped`]: larger than an ordinary record file (8176 bytes,
+/// First read size of [`read_capped`]: larger than an ordinary record file (about 1 KiB,
 /// see `format`), so that one `read` reads it.
-const READ_CHUNK: usize = 8192;
+const READ_CHUNK: usize = 4096;
 
 /// How much of [`write_atomic`]'s work is flushed to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

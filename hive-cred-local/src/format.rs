@@ -33,9 +33,10 @@
 //! slot 0, slot 1: each slot_size bytes: len:u32 record[len] zero padding
 //! ```
 //!
-//! `16 + slot_size` is a multiple of 4096, so slot 1 starts on a page of its own. A slot
-//! with `len` 0 is empty. Of the slots that hold a record, the one with the highest
-//! record version (then data-key generation) is the current one; a reader that cannot
+//! `slot_size` is a multiple of 256 with room for the record to grow by half (an
+//! ordinary credential's file is about 1 KiB, one page). A slot with `len` 0 is empty.
+//! Of the slots that hold a record, the one with the highest record version (then
+//! data-key generation) is the current one; a reader that cannot
 //! authenticate it (a save was writing it when the reader or the system stopped) takes
 //! the other. After each save the other slot is cleared, so the previous version does
 //! not stay on disk. A file that is a single record (kind `'R'`, written by earlier
@@ -61,8 +62,8 @@ pub(crate) const MAX_RECORD_LEN: usize = 1 << 20;
 const FILE_HEADER_LEN: usize = 16;
 /// Length of a slot's length field.
 const SLOT_LEN_FIELD: usize = 4;
-/// Slots are laid out so that slot 1 starts on a page boundary.
-const PAGE: usize = 4096;
+/// Slot sizes are multiples of this.
+const SLOT_ALIGN: usize = 256;
 /// Largest record file accepted (two slots for the largest record).
 pub(crate) const MAX_RECORD_FILE_LEN: usize = FILE_HEADER_LEN + 2 * slot_size_for(MAX_RECORD_LEN);
 /// Largest header accepted.
@@ -254,10 +255,10 @@ pub(crate) fn open_record(
 // ---------------------------------------------------------------------------------------
 // Record files
 
-/// The slot size of a record file for records of up to `record_len` bytes: the least
-/// that fits one and keeps slot 1 page-aligned.
+/// The slot size of a new record file for a record of `record_len` bytes: room for the
+/// record to grow by half before a save has to write a new file.
 pub(crate) const fn slot_size_for(record_len: usize) -> usize {
-    (FILE_HEADER_LEN + SLOT_LEN_FIELD + record_len).div_ceil(PAGE) * PAGE - FILE_HEADER_LEN
+    (SLOT_LEN_FIELD + record_len + record_len / 2).div_ceil(SLOT_ALIGN) * SLOT_ALIGN
 }
 
 /// Where a record sits in its file.
@@ -316,7 +317,7 @@ pub(crate) fn record_candidates(
     let slot_size = usize::try_from(u32::from_le_bytes(size)).unwrap_or(usize::MAX);
     let laid_out = file[PREAMBLE_LEN + 4] == 0
         && slot_size >= SLOT_LEN_FIELD + RECORD_MIN_LEN
-        && (FILE_HEADER_LEN + slot_size) % PAGE == 0
+        && slot_size % SLOT_ALIGN == 0
         && slot_size.checked_mul(2).map(|n| n + FILE_HEADER_LEN) == Some(file.len());
     if !laid_out {
         return Err(Malformed(if file.len() > MAX_RECORD_FILE_LEN {
@@ -676,14 +677,18 @@ mod tests {
     }
 
     #[test]
-    fn slot_sizes_keep_slot_one_page_aligned_and_fit_the_record() {
-        assert_eq!(slot_size_for(0), 4080);
-        assert_eq!(slot_size_for(4076), 4080);
-        assert_eq!(slot_size_for(4077), 8176);
-        assert_eq!(MAX_RECORD_FILE_LEN, 16 + 2 * (MAX_RECORD_LEN + 4096 - 16));
+    fn slot_sizes_leave_room_to_grow_and_the_current_record_is_found() {
+        assert_eq!(slot_size_for(0), 256);
+        assert_eq!(slot_size_for(168), 256, "4 + 168 + 84 = 256");
+        assert_eq!(slot_size_for(170), 512);
+        assert_eq!(
+            MAX_RECORD_FILE_LEN,
+            16 + 2 * (4 + MAX_RECORD_LEN + MAX_RECORD_LEN / 2).div_ceil(256) * 256
+        );
         let record = seal_record(&DEK, 1, 1, &SID, &TAG, &[0; 300]).unwrap();
+        assert_eq!(record.len(), 363);
         let file = new_record_file(&record);
-        assert_eq!(file.len(), 8176);
+        assert_eq!(file.len(), 16 + 2 * 768);
         let [first, second] = record_candidates(&file).unwrap();
         let first = first.unwrap();
         assert_eq!(&file[first.range.clone()], &record[..]);
@@ -691,12 +696,12 @@ mod tests {
             first.place,
             Place::Slot {
                 index: 0,
-                slot_size: 4080
+                slot_size: 768
             }
         );
         assert!(second.is_none());
-        assert_eq!(first.place.next_slot(4076), Some((1, 4080)));
-        assert_eq!(first.place.next_slot(4077), None, "does not fit");
+        assert_eq!(first.place.next_slot(764), Some((1, 768)));
+        assert_eq!(first.place.next_slot(765), None, "does not fit");
         assert_eq!(Place::Whole.next_slot(10), None);
     }
 
@@ -706,7 +711,7 @@ mod tests {
             let first = seal_record(&DEK, a.0, a.1, &SID, &TAG, b"a").unwrap();
             let second = seal_record(&DEK, b.0, b.1, &SID, &TAG, b"b").unwrap();
             let mut file = new_record_file(&first);
-            let (at, slot) = slot_write(1, 4080, &second);
+            let (at, slot) = slot_write(1, slot_size_for(first.len()), &second);
             file[at as usize..at as usize + slot.len()].copy_from_slice(&slot);
             file
         };
@@ -734,14 +739,15 @@ mod tests {
             len0 in 0u32..9000,
             len1 in proptest::prelude::any::<u32>(),
             noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
-            at in 0usize..8176,
+            at in 0usize..528,
         ) {
             let record = seal_record(&DEK, 1, 1, &SID, &TAG, b"x").unwrap();
             let mut file = new_record_file(&record);
-            let (at1, slot) = slot_write(1, 4080, &record);
+            assert_eq!(file.len(), 528, "two 256-byte slots");
+            let (at1, slot) = slot_write(1, 256, &record);
             file[at1 as usize..at1 as usize + slot.len()].copy_from_slice(&slot);
             file[16..20].copy_from_slice(&len0.to_le_bytes());
-            file[4096..4100].copy_from_slice(&len1.to_le_bytes());
+            file[272..276].copy_from_slice(&len1.to_le_bytes());
             let end = (at + noise.len()).min(file.len());
             file[at..end].copy_from_slice(&noise[..end - at]);
             crate::fuzzing::decode_record(&file);
