@@ -9,12 +9,36 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use hive_cred_core::{CredentialStorage, ErrorKind};
+use hive_cred_local::LocalStorage;
 
 /// The only record file of the store in `dir`.
 fn only_record_file(dir: &Path) -> PathBuf {
     let mut files = record_files(dir);
     assert_eq!(files.len(), 1, "{files:?}");
     files.remove(0)
+}
+
+/// A store holding the credential `k` with the value `value`, and its record file.
+async fn store_with_k(value: &str) -> (tempfile::TempDir, LocalStorage, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), raw_key(1)).await;
+    s.save(&api_key("k", value)).await.unwrap();
+    let file = only_record_file(tmp.path());
+    (tmp, s, file)
+}
+
+/// Saves `k` with the value `value` as the next version.
+async fn save_k(s: &LocalStorage, value: &str) {
+    let mut c = s.load(&id("k")).await.unwrap().unwrap();
+    c.set_key("api_key", value.to_string(), None).unwrap();
+    s.save(&c).await.unwrap();
+}
+
+/// The bytes of the current record of a record file holding one.
+fn the_record(file: &[u8]) -> Vec<u8> {
+    let records = record_ranges(file);
+    assert_eq!(records.len(), 1);
+    file[records[0].clone()].to_vec()
 }
 
 /// The slot size of a record file (bytes 11..15 of its header).
@@ -41,10 +65,7 @@ fn inode(path: &Path) -> u64 {
 
 #[tokio::test]
 async fn saves_alternate_slots_in_place_and_clear_the_previous_version() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), raw_key(1)).await;
-    s.save(&api_key("k", "value-1")).await.unwrap();
-    let file = only_record_file(tmp.path());
+    let (_tmp, s, file) = store_with_k("value-1").await;
     let first = fs::read(&file).unwrap();
     let size = slot_size(&first);
     let record_len = record_ranges(&first)[0].len();
@@ -63,10 +84,7 @@ async fn saves_alternate_slots_in_place_and_clear_the_previous_version() {
     let ino = inode(&file);
 
     for round in 2..6u64 {
-        let mut c = s.load(&id("k")).await.unwrap().unwrap();
-        c.set_key("api_key", format!("value-{round}"), None)
-            .unwrap();
-        s.save(&c).await.unwrap();
+        save_k(&s, &format!("value-{round}")).await;
         let bytes = fs::read(&file).unwrap();
         assert_eq!(bytes.len(), first.len());
         let records = record_ranges(&bytes);
@@ -97,10 +115,7 @@ async fn saves_alternate_slots_in_place_and_clear_the_previous_version() {
 
 #[tokio::test]
 async fn a_slot_a_save_was_writing_is_passed_over_for_the_other() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), raw_key(1)).await;
-    s.save(&api_key("k", "old")).await.unwrap();
-    let file = only_record_file(tmp.path());
+    let (tmp, _s, file) = store_with_k("old").await;
     let bytes = fs::read(&file).unwrap();
     let current = record_ranges(&bytes).remove(0);
     let record = bytes[current.clone()].to_vec();
@@ -134,17 +149,12 @@ async fn a_slot_a_save_was_writing_is_passed_over_for_the_other() {
 
 #[tokio::test]
 async fn with_both_slots_whole_the_higher_version_is_current() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), raw_key(1)).await;
-    s.save(&api_key("k", "v1")).await.unwrap();
-    let file = only_record_file(tmp.path());
+    let (tmp, s, file) = store_with_k("v1").await;
     let v1 = fs::read(&file).unwrap();
-    let v1_record = v1[record_ranges(&v1)[0].clone()].to_vec();
-    let mut c = s.load(&id("k")).await.unwrap().unwrap();
-    c.set_key("api_key", "v2", None).unwrap();
-    s.save(&c).await.unwrap();
+    let v1_record = the_record(&v1);
+    save_k(&s, "v2").await;
     let v2 = fs::read(&file).unwrap();
-    let v2_record = v2[record_ranges(&v2)[0].clone()].to_vec();
+    let v2_record = the_record(&v2);
 
     // A crash after the new slot was flushed but before the old one was cleared on
     // disk leaves both; either order of slots reads version 2.
@@ -166,10 +176,7 @@ async fn with_both_slots_whole_the_higher_version_is_current() {
 
 #[tokio::test]
 async fn with_no_slot_authentic_the_load_fails_and_names_the_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), raw_key(1)).await;
-    s.save(&api_key("k", "v")).await.unwrap();
-    let file = only_record_file(tmp.path());
+    let (_tmp, s, file) = store_with_k("v").await;
     let bytes = fs::read(&file).unwrap();
     let current = record_ranges(&bytes).remove(0);
     let mut damaged = bytes.clone();
@@ -204,13 +211,10 @@ async fn with_no_slot_authentic_the_load_fails_and_names_the_file() {
 
 #[tokio::test]
 async fn a_single_record_file_of_an_earlier_build_is_read_and_converted_by_the_next_save() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), raw_key(1)).await;
-    s.save(&api_key("k", "from-before")).await.unwrap();
-    let file = only_record_file(tmp.path());
+    let (tmp, _s, file) = store_with_k("from-before").await;
     let bytes = fs::read(&file).unwrap();
     // Earlier builds wrote the record alone as the file.
-    let record = bytes[record_ranges(&bytes)[0].clone()].to_vec();
+    let record = the_record(&bytes);
     assert_eq!(record[10], b'R');
     fs::write(&file, &record).unwrap();
     // An earlier build's spare file, holding an older record: removed by the next write.
@@ -234,17 +238,12 @@ async fn a_single_record_file_of_an_earlier_build_is_read_and_converted_by_the_n
 
 #[tokio::test]
 async fn a_record_that_outgrows_its_slots_moves_to_a_larger_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), raw_key(1)).await;
-    s.save(&api_key("k", "small")).await.unwrap();
-    let file = only_record_file(tmp.path());
+    let (_tmp, s, file) = store_with_k("small").await;
     #[cfg(unix)]
     let small_inode = inode(&file);
 
     let big = "b".repeat(10_000);
-    let mut c = s.load(&id("k")).await.unwrap().unwrap();
-    c.set_key("api_key", big.clone(), None).unwrap();
-    s.save(&c).await.unwrap();
+    save_k(&s, &big).await;
     let bytes = fs::read(&file).unwrap();
     let size = slot_size(&bytes);
     assert!(size > 15_000 && size % 256 == 0, "slot size {size}");
@@ -256,9 +255,7 @@ async fn a_record_that_outgrows_its_slots_moves_to_a_larger_file() {
     assert_ne!(big_inode, small_inode, "a new file");
 
     // Shrinking again fits the large slots: in place.
-    let mut c = s.load(&id("k")).await.unwrap().unwrap();
-    c.set_key("api_key", "small again", None).unwrap();
-    s.save(&c).await.unwrap();
+    save_k(&s, "small again").await;
     assert_eq!(fs::read(&file).unwrap().len(), bytes.len());
     assert_eq!(value_of(&s, "k").await, "small again");
     #[cfg(unix)]
@@ -269,10 +266,7 @@ async fn a_record_that_outgrows_its_slots_moves_to_a_larger_file() {
 #[tokio::test]
 async fn a_record_file_others_may_read_is_replaced_by_a_private_one_not_written_in_place() {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), raw_key(1)).await;
-    s.save(&api_key("k", "v1")).await.unwrap();
-    let file = only_record_file(tmp.path());
+    let (tmp, s, file) = store_with_k("v1").await;
     fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
     let before = inode(&file);
     let c = s.load(&id("k")).await.unwrap().unwrap();
