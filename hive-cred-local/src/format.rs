@@ -286,28 +286,26 @@ impl Place {
 }
 
 /// A record found in a record file: parsed, not yet authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Candidate {
+#[derive(Debug)]
+pub(crate) struct Candidate<'a> {
+    pub(crate) view: RecordView<'a>,
     /// The record's bytes within the file.
     pub(crate) range: std::ops::Range<usize>,
     pub(crate) place: Place,
-    pub(crate) generation: u32,
-    pub(crate) version: u64,
 }
+
+/// The records a record file holds (see [`record_candidates`]).
+pub(crate) type Candidates<'a> = [Option<Candidate<'a>>; 2];
 
 /// The records a record file holds, the current one (highest version, then data-key
 /// generation) first: one or two. The caller authenticates them in this order and takes
 /// the first that passes. Never panics.
-pub(crate) fn record_candidates(
-    file: &[u8],
-) -> std::result::Result<[Option<Candidate>; 2], Malformed> {
+pub(crate) fn record_candidates(file: &[u8]) -> std::result::Result<Candidates<'_>, Malformed> {
     if file.len() > PREAMBLE_LEN && file[10] == KIND_RECORD {
-        let view = parse_record(file)?;
         let whole = Candidate {
+            view: parse_record(file)?,
             range: 0..file.len(),
             place: Place::Whole,
-            generation: view.generation,
-            version: view.version,
         };
         return Ok([Some(whole), None]);
     }
@@ -343,14 +341,14 @@ pub(crate) fn record_candidates(
         // the system stopped (or damage): the other slot is read.
         if let Ok(view) = parse_record(&file[range.clone()]) {
             *found = Some(Candidate {
+                view,
                 range,
                 place: Place::Slot { index, slot_size },
-                generation: view.generation,
-                version: view.version,
             });
         }
     }
-    let newest = |c: &Option<Candidate>| c.as_ref().map(|c| (c.version, c.generation));
+    let newest =
+        |c: &Option<Candidate<'_>>| c.as_ref().map(|c| (c.view.version, c.view.generation));
     if newest(&found[1]) > newest(&found[0]) {
         found.swap(0, 1);
     }
@@ -719,7 +717,7 @@ mod tests {
             let [c, other] = record_candidates(file).unwrap();
             let (c, other) = (c.unwrap(), other.unwrap());
             assert_ne!(c.place, other.place);
-            (c.generation, c.version)
+            (c.view.generation, c.view.version)
         };
         assert_eq!(current(&file_of((1, 5), (1, 6))), (1, 6));
         assert_eq!(current(&file_of((1, 6), (1, 5))), (1, 6));

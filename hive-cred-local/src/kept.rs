@@ -53,7 +53,7 @@ pub(crate) struct Kept {
     pub(crate) path: PathBuf,
     /// Device and inode of `file`.
     pub(crate) inode: (u64, u64),
-    /// Length of the record read from `file` (the size of the next read's buffer).
+    /// Length of `file` when it was read (the size of the next read's buffer).
     pub(crate) len: usize,
     pub(crate) tag: [u8; TAG_LEN],
     pub(crate) keys: Arc<Keyring>,
@@ -322,7 +322,8 @@ mod tests {
         let junk = scratch.path().join("junk");
         let mut bytes = std::fs::read(record_file(&s, "a")).unwrap();
         let [current, _] = crate::format::record_candidates(&bytes).unwrap();
-        bytes[current.unwrap().range.end - 1] ^= 1;
+        let last = current.unwrap().range.end - 1;
+        bytes[last] ^= 1;
         std::fs::write(&junk, bytes).unwrap();
         keep_as(&s, "a", File::open(&junk).unwrap());
         assert_eq!(version(&s, "a").await, Some(2));

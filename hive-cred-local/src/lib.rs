@@ -20,7 +20,7 @@ pub use storage::{LocalStorage, LocalStorageOptions, RotationReport};
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).
 #[doc(hidden)]
 pub mod fuzzing {
-    use crate::format::{open_record, parse_header, parse_record, record_candidates};
+    use crate::format::{open_record, parse_header, record_candidates};
 
     /// Runs untrusted bytes through the record-file decoder (both layouts), then (with a
     /// fixed key) the authenticator and the stored-form decoder for each record found.
@@ -28,17 +28,11 @@ pub mod fuzzing {
     pub fn decode_record(data: &[u8]) {
         if let Ok(found) = record_candidates(data) {
             for found in found.into_iter().flatten() {
-                let Some(record) = data.get(found.range) else {
-                    panic!("a record range outside the file");
-                };
-                let Ok(view) = parse_record(record) else {
-                    panic!("a record found that does not parse");
-                };
-                assert_eq!(
-                    (view.generation, view.version),
-                    (found.generation, found.version)
+                assert!(
+                    found.range.end <= data.len(),
+                    "a record range outside the file"
                 );
-                if let Some(plain) = open_record(&view, &[7; 32], &[1; 16], &[2; 32]) {
+                if let Some(plain) = open_record(&found.view, &[7; 32], &[1; 16], &[2; 32]) {
                     let _ = hive_cred_core::codec::from_stored(&plain);
                 }
             }

@@ -7,12 +7,10 @@ use hive_cred_core::{Error, ErrorKind, Result};
 use zeroize::Zeroizing;
 
 use crate::durable::{Flush, read_capped, sync_dir, write_atomic};
-use crate::format::{
-    KeyMaterial, MAX_RECORD_FILE_LEN, SALT_LEN, new_record_file, record_candidates, seal_record,
-};
+use crate::format::{KeyMaterial, MAX_RECORD_FILE_LEN, SALT_LEN, new_record_file, seal_record};
 use crate::key::{KEY_LEN, KdfKind, KeySource, derive_kek, fill_random};
 use crate::keyring::Keyring;
-use crate::storage::{Inner, RotationReport};
+use crate::storage::{Inner, RotationReport, candidates};
 
 impl Inner {
     pub(crate) fn change_passphrase(&self, new: KeySource) -> Result<()> {
@@ -101,19 +99,20 @@ impl Inner {
             let Some(bytes) = read_capped(&path, MAX_RECORD_FILE_LEN)? else {
                 continue;
             };
-            let current = record_candidates(&bytes).map_err(|m| m.into_error(&path))?;
-            if current[0]
+            let found = candidates(&bytes, &path)?;
+            if found[0]
                 .as_ref()
-                .is_some_and(|c| c.generation == generation)
+                .is_some_and(|c| c.view.generation == generation)
             {
                 continue;
             }
-            let (version, plaintext, _) = self.decrypt(keys, &bytes, &tag, &path).map_err(|e| {
-                e.with_message_prefix(
-                    "data-key rotation stopped (both keys are kept; remove or restore this \
+            let (version, plaintext, _) =
+                self.open_current(keys, found, &tag, &path).map_err(|e| {
+                    e.with_message_prefix(
+                        "data-key rotation stopped (both keys are kept; remove or restore this \
                      file and rotate again)",
-                )
-            })?;
+                    )
+                })?;
             let sealed = seal_record(dek, generation, version, &keys.store_id, &tag, &plaintext)?;
             write_atomic(&self.dir, &path, &new_record_file(&sealed), Flush::FileOnly)?;
             rewritten += 1;

@@ -24,8 +24,8 @@ use crate::durable::{
 #[cfg(unix)]
 use crate::durable::{open_for_update, write_slot};
 use crate::format::{
-    MAX_HEADER_LEN, MAX_RECORD_FILE_LEN, Place, TAG_LEN, new_record_file, open_record,
-    parse_record, record_candidates, seal_record,
+    Candidates, MAX_HEADER_LEN, MAX_RECORD_FILE_LEN, Place, TAG_LEN, new_record_file, open_record,
+    record_candidates, seal_record,
 };
 #[cfg(unix)]
 use crate::kept::Kept;
@@ -633,21 +633,27 @@ impl Inner {
         tag: &[u8; TAG_LEN],
         path: &Path,
     ) -> Result<(u64, Zeroizing<Vec<u8>>, Place)> {
+        self.open_current(keys, candidates(bytes, path)?, tag, path)
+    }
+
+    /// [`decrypt`](Self::decrypt) of the records already found in a record file.
+    pub(crate) fn open_current(
+        &self,
+        keys: &Arc<Keyring>,
+        found: Candidates<'_>,
+        tag: &[u8; TAG_LEN],
+        path: &Path,
+    ) -> Result<(u64, Zeroizing<Vec<u8>>, Place)> {
         let mut failure = None;
-        for found in record_candidates(bytes)
-            .map_err(|m| m.into_error(path))?
-            .into_iter()
-            .flatten()
-        {
-            let opened = self.keys_for(keys, found.generation).and_then(|keys| {
-                let dek = dek(&keys, found.generation, path)?;
-                let view =
-                    parse_record(&bytes[found.range.clone()]).map_err(|m| m.into_error(path))?;
-                open_record(&view, dek, &keys.store_id, tag)
+        for found in found.into_iter().flatten() {
+            let generation = found.view.generation;
+            let opened = self.keys_for(keys, generation).and_then(|keys| {
+                let dek = dek(&keys, generation, path)?;
+                open_record(&found.view, dek, &keys.store_id, tag)
                     .ok_or_else(|| failed_authentication(path))
             });
             match opened {
-                Ok(plaintext) => return Ok((found.version, plaintext, found.place)),
+                Ok(plaintext) => return Ok((found.view.version, plaintext, found.place)),
                 Err(e) => failure = failure.or(Some(e)),
             }
         }
@@ -684,10 +690,11 @@ impl Inner {
         let mut len = 0;
         let read = read_record_file(&path, |bytes| {
             len = bytes.len();
-            if sealed_under_unknown_key(&keys, &bytes) {
+            let found = candidates(&bytes, &path)?;
+            if sealed_under_unknown_key(&keys, &found) {
                 return Ok(None);
             }
-            self.finish_load(&keys, id, &tag, bytes, &path).map(Some)
+            self.finish_load(&keys, id, &tag, found, &path).map(Some)
         });
         if let Ok(Some((Some(_), _))) = &read {
             self.learn_name(&tag, id);
@@ -731,11 +738,14 @@ impl Inner {
             // The name was learnt when the file was kept (and `delete` drops both).
             let read = read_at_capped_fast(&kept.file, kept.len, MAX_RECORD_FILE_LEN, &kept.path)
                 .ok()
-                // A record under a data key not at hand is a replaced file; reaching for
-                // the key would read the header here.
-                .filter(|bytes| !sealed_under_unknown_key(keys, bytes))
                 .and_then(|bytes| {
-                    self.finish_load(keys, id, &kept.tag, bytes, &kept.path)
+                    let found = record_candidates(&bytes).ok()?;
+                    // A record under a data key not at hand is a replaced file; reaching
+                    // for the key would read the header here.
+                    if sealed_under_unknown_key(keys, &found) {
+                        return None;
+                    }
+                    self.finish_load(keys, id, &kept.tag, found, &kept.path)
                         .ok()
                 });
             if let Some(credential) = read {
@@ -756,7 +766,7 @@ impl Inner {
         let tag = keys.id_tag(id);
         let path = self.record_path(&tag);
         let read = read_record(&path, |bytes| {
-            self.finish_load(&keys, id, &tag, bytes, &path)
+            self.finish_load(&keys, id, &tag, candidates(&bytes, &path)?, &path)
         })?;
         if read.is_some() {
             self.learn_name(&tag, id);
@@ -769,10 +779,10 @@ impl Inner {
         keys: &Arc<Keyring>,
         id: &CredentialId,
         tag: &[u8; TAG_LEN],
-        bytes: Vec<u8>,
+        found: Candidates<'_>,
         path: &Path,
     ) -> Result<CredentialObject> {
-        let (version, plaintext, _) = self.decrypt(keys, &bytes, tag, path)?;
+        let (version, plaintext, _) = self.open_current(keys, found, tag, path)?;
         let mut credential = decode(&plaintext, path)?;
         if credential.id() != id {
             return Err(Error::corrupted("credential record holds a different id")
@@ -1028,13 +1038,17 @@ impl Inner {
     }
 }
 
-/// Whether `bytes` are a record sealed under a data key `keys` lacks (another process
-/// rotated the data key since this handle read the header). Malformed bytes are not:
-/// decrypting them reports the damage.
-fn sealed_under_unknown_key(keys: &Keyring, bytes: &[u8]) -> bool {
-    record_candidates(bytes).is_ok_and(|[current, _]| {
-        current.is_some_and(|c| keys.material.dek(c.generation).is_none())
-    })
+/// Whether the current record of a record file is sealed under a data key `keys` lacks
+/// (another process rotated the data key since this handle read the header).
+fn sealed_under_unknown_key(keys: &Keyring, found: &Candidates<'_>) -> bool {
+    found[0]
+        .as_ref()
+        .is_some_and(|c| keys.material.dek(c.view.generation).is_none())
+}
+
+/// The records of the record file `path` read into `bytes` (see [`record_candidates`]).
+pub(crate) fn candidates<'b>(bytes: &'b [u8], path: &Path) -> Result<Candidates<'b>> {
+    record_candidates(bytes).map_err(|m| m.into_error(path))
 }
 
 /// What [`Inner::load_kept`] did.
