@@ -224,15 +224,16 @@ pub(crate) const LEGACY_SPARE_FILE: &str = ".spare";
 
 /// Opens the record file at `path` to update it in place and reads it (at most `max`
 /// bytes, plus one to detect more). `Ok(None)` when there is no such file. The file is
-/// returned only when it can be written in place: a private regular file with one link,
-/// opened for writing without following a symbolic link. Otherwise (a symbolic link, a
-/// file with other names that would see the write, a file not writable by us) only its
-/// bytes are returned, read as any record is, and the caller replaces it with a new file.
+/// returned only when it can be written in place (see [`open_private_regular`]).
+/// Otherwise (a file with other names that would see the write, one others may read)
+/// only its bytes are returned, and the caller replaces it with a new file; anything
+/// that cannot be opened so (a symbolic link, a file not writable by us) is read as any
+/// record is.
 #[cfg(unix)]
 pub(crate) fn open_for_update(path: &Path, max: usize) -> Result<Option<(Vec<u8>, Option<File>)>> {
     use std::os::unix::fs::FileExt;
-    match open_private_regular(path) {
-        Ok(Some((file, meta))) => {
+    match open_rw_nofollow(path) {
+        Ok((file, meta)) if meta.is_file() => {
             let bytes = read_with(
                 |buf, offset| file.read_at(buf, offset),
                 || Some(meta.len()),
@@ -241,7 +242,7 @@ pub(crate) fn open_for_update(path: &Path, max: usize) -> Result<Option<(Vec<u8>
                 false,
             )
             .map_err(|e| io_error(e, "could not read", path))?;
-            Ok(Some((bytes, Some(file))))
+            Ok(Some((bytes, writable_in_place(&meta).then_some(file))))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         _ => Ok(read_capped(path, max)?.map(|bytes| (bytes, None))),
@@ -282,12 +283,13 @@ pub(crate) fn write_slot(
 
 /// Overwrites the existing regular file `path` with `bytes` in place (same inode, so the
 /// directory does not change), without fsync. `Ok(false)` when there is no such file.
-/// Refuses (as an error) anything but a regular file with one link; never follows a
+/// Refuses (as an error) anything but a private regular file with one link; never follows a
 /// symbolic link or blocks on a FIFO. For caches that authenticate their contents: a
 /// crash or a concurrent reader can see the file half written.
 pub(crate) fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<bool> {
     #[cfg(unix)]
     {
+        use std::os::unix::fs::FileExt;
         let (file, meta) = match open_private_regular(path) {
             Ok(Some(opened)) => opened,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -300,7 +302,13 @@ pub(crate) fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<bool> {
                 .with_context("file", path.display()));
             }
         };
-        write_in_place(&file, &meta, bytes, path)?;
+        file.write_all_at(bytes, 0)
+            .map_err(|e| io_error(e, "could not write", path))?;
+        let len = bytes.len() as u64;
+        if meta.len() != len {
+            file.set_len(len)
+                .map_err(|e| io_error(e, "could not write", path))?;
+        }
         Ok(true)
     }
     #[cfg(not(unix))]
@@ -317,30 +325,27 @@ pub(crate) fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<bool> {
 /// private).
 #[cfg(unix)]
 fn open_private_regular(path: &Path) -> std::io::Result<Option<(File, fs::Metadata)>> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (file, meta) = open_rw_nofollow(path)?;
+    Ok(writable_in_place(&meta).then_some((file, meta)))
+}
 
+/// Opens the existing `path` for reading and writing without following a symbolic link
+/// or blocking on a FIFO, with its metadata.
+#[cfg(unix)]
+fn open_rw_nofollow(path: &Path) -> std::io::Result<(File, fs::Metadata)> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let file = File::from(rustix::fs::open(path, flags, Mode::empty())?);
     let meta = file.metadata()?;
-    let private = meta.permissions().mode() & 0o077 == 0;
-    Ok((meta.is_file() && meta.nlink() == 1 && private).then_some((file, meta)))
+    Ok((file, meta))
 }
 
-/// Writes `bytes` over the start of `file` (whose metadata is `meta`) and cuts it to
-/// their length.
+/// Whether a file with metadata `meta` may be written in place (see
+/// [`open_private_regular`]).
 #[cfg(unix)]
-fn write_in_place(file: &File, meta: &fs::Metadata, bytes: &[u8], path: &Path) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-
-    file.write_all_at(bytes, 0)
-        .map_err(|e| io_error(e, "could not write", path))?;
-    let len = bytes.len() as u64;
-    if meta.len() != len {
-        file.set_len(len)
-            .map_err(|e| io_error(e, "could not write", path))?;
-    }
-    Ok(())
+fn writable_in_place(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    meta.is_file() && meta.nlink() == 1 && meta.permissions().mode() & 0o077 == 0
 }
 
 /// Fsyncs a directory so that renames and removals in it are durable.
