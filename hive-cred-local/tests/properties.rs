@@ -149,11 +149,10 @@ fn every_bit_flip_of_a_stored_record_is_detected() {
                     );
                     let found = found.unwrap();
                     assert_eq!(found.version(), 2, "bit {bit}");
-                    assert_eq!(
-                        *hive_cred_core::codec::to_stored_json(&found).unwrap(),
-                        *hive_cred_core::codec::to_stored_json(&stored).unwrap(),
-                        "bit {bit}"
-                    );
+                    // Compared as stored forms, values included; not printed on failure.
+                    let same = *hive_cred_core::codec::to_stored_json(&found).unwrap()
+                        == *hive_cred_core::codec::to_stored_json(&stored).unwrap();
+                    assert!(same, "bit {bit}: a different credential was loaded");
                     ignored += 1;
                 }
             }
