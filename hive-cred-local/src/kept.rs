@@ -332,6 +332,50 @@ mod tests {
         assert_eq!(inode_of(&kept.file), inode_at(&record_file(&s, "a")));
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn loads_leave_the_access_time_of_record_files_alone() {
+        use std::time::{Duration, SystemTime};
+
+        fn accessed(path: &Path) -> SystemTime {
+            std::fs::metadata(path).unwrap().accessed().unwrap()
+        }
+        // An access time older than the file's mtime: `relatime` updates it on a read.
+        let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let age = |path: &Path| {
+            let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            file.set_times(std::fs::FileTimes::new().set_accessed(long_ago))
+                .unwrap();
+            assert_eq!(accessed(path), long_ago);
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 8).await;
+        save(&s, "a").await;
+        let path = record_file(&s, "a");
+        // The control: a plain read of a copy, elsewhere on the same file system.
+        let scratch = tempfile::tempdir_in(dir.path().parent().unwrap()).unwrap();
+        let control = scratch.path().join("control");
+        std::fs::copy(&path, &control).unwrap();
+        age(&control);
+        std::fs::read(&control).unwrap();
+        assert_ne!(
+            accessed(&control),
+            long_ago,
+            "this file system does not record access times on reads (noatime?): the test \
+             cannot tell anything here"
+        );
+
+        age(&path);
+        // Opened by name, then read through the kept file, and by a handle that keeps
+        // none.
+        for _ in 0..3 {
+            assert_eq!(version(&s, "a").await, Some(1));
+        }
+        assert_eq!(version(&open(dir.path(), 0).await, "a").await, Some(1));
+        assert_eq!(accessed(&path), long_ago);
+    }
+
     #[tokio::test]
     async fn loads_keep_files_up_to_the_capacity() {
         let dir = tempfile::tempdir().unwrap();
