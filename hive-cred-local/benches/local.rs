@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)] // benchmark setup: a panic is the failure report
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -183,7 +183,76 @@ fn bench_store(c: &mut Criterion, n: usize, rt: &Runtime, dir: &Path) {
             )
         });
     }
+
+    // A load that finds the record changed since this handle last read it: decrypted
+    // again. The change is the record file's bytes put back in place (same inode, no
+    // flush) as they were after one of two saves, in turn, so that only the load's own
+    // work is timed: right after a durable save, the CPU and its caches are cold from the
+    // flush's wait and a load takes two to three times as long here.
+    let images = two_saved_images(rt, &s, &mut target, dir);
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(1));
+    g.bench_function("load_one_changed", |b| {
+        use std::os::unix::fs::FileExt;
+        let (path, versions) = &images;
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        let mut turn = 0;
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    turn = 1 - turn;
+                    let (version, bytes) = &versions[turn];
+                    file.write_all_at(bytes, 0).unwrap();
+                    let start = Instant::now();
+                    let loaded = s.load(&id).await.unwrap().unwrap();
+                    timed += start.elapsed();
+                    assert_eq!(loaded.version(), *version);
+                }
+                timed
+            })
+        })
+    });
     g.finish();
+}
+
+/// The record file `s` saves `target` to, and its bytes after each of two saves, with
+/// the version each holds.
+fn two_saved_images(
+    rt: &Runtime,
+    s: &LocalStorage,
+    target: &mut CredentialObject,
+    dir: &Path,
+) -> (PathBuf, [(u64, Vec<u8>); 2]) {
+    let mut save = || {
+        rt.block_on(s.save(target)).unwrap();
+        let next = target.version() + 1;
+        target.set_version(next);
+        next
+    };
+    let records = || -> Vec<(PathBuf, Vec<u8>)> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cred"))
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect()
+    };
+    let before = records();
+    let first = save();
+    // The one record file the save changed (it writes in place: same name).
+    let mut changed = records().into_iter().filter(|r| !before.contains(r));
+    let (path, first_bytes) = changed.next().unwrap();
+    assert!(
+        changed.next().is_none(),
+        "one save changed two record files"
+    );
+    let second = save();
+    let second_bytes = std::fs::read(&path).unwrap();
+    (path, [(first, first_bytes), (second, second_bytes)])
 }
 
 fn bench_stores(c: &mut Criterion) {

@@ -17,6 +17,10 @@
 //! after the load began: the read then finds the version before it (returned, as a load
 //! that started a moment earlier would) or the new one.
 //!
+//! A kept file also remembers its bytes as last read and the plaintext they decrypted to
+//! (see [`LastRead`]): a load that reads exactly those bytes again decodes that plaintext
+//! instead of decrypting.
+//!
 //! Unix only (the check needs inode numbers).
 #![cfg_attr(not(unix), allow(dead_code))]
 
@@ -26,6 +30,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use hive_cred_core::CredentialId;
+use zeroize::Zeroizing;
 
 use crate::format::TAG_LEN;
 use crate::keyring::Keyring;
@@ -57,6 +62,47 @@ pub(crate) struct Kept {
     pub(crate) len: usize,
     pub(crate) tag: [u8; TAG_LEN],
     pub(crate) keys: Arc<Keyring>,
+    /// What the last read of `file` found, while the file still holds those very bytes
+    /// (see [`LastRead`]).
+    pub(crate) last: Mutex<Option<LastRead>>,
+}
+
+impl Kept {
+    pub(crate) fn new(
+        file: File,
+        path: PathBuf,
+        inode: (u64, u64),
+        len: usize,
+        tag: [u8; TAG_LEN],
+        keys: Arc<Keyring>,
+    ) -> Kept {
+        Kept {
+            file,
+            path,
+            inode,
+            len,
+            tag,
+            keys,
+            last: Mutex::new(None),
+        }
+    }
+}
+
+/// A kept file's bytes as last read, and the record they authenticated to.
+///
+/// Decrypting and authenticating a record depends on nothing but the file's bytes, the
+/// keys and the record's tag, and the last two are fixed for a kept file. A read that
+/// finds exactly the bytes of the last one (compared in full) would therefore decrypt
+/// to exactly this plaintext, at this version: it is decoded from here instead. Any
+/// change to the file, a save in place included, changes its bytes (every record has a
+/// fresh nonce), and the next read decrypts and authenticates it again.
+///
+/// The plaintext is zeroed when it is replaced or the file is dropped. It holds nothing
+/// the handle could not decrypt at any moment with the data key it holds.
+pub(crate) struct LastRead {
+    pub(crate) file: Vec<u8>,
+    pub(crate) plaintext: Zeroizing<Vec<u8>>,
+    pub(crate) version: u64,
 }
 
 impl KeptRecords {
@@ -201,14 +247,8 @@ mod tests {
     fn keep_as(s: &LocalStorage, name: &str, file: File) {
         let keys = s.inner.cached_keys();
         let path = record_file(s, name);
-        let kept = Kept {
-            file,
-            inode: inode_at(&path).unwrap(),
-            len: 0,
-            path,
-            tag: keys.id_tag(&id(name)),
-            keys,
-        };
+        let inode = inode_at(&path).unwrap();
+        let kept = Kept::new(file, path, inode, 0, keys.id_tag(&id(name)), keys);
         s.inner.kept.forget(&id(name));
         s.inner.kept.keep(&id(name), kept);
     }
@@ -332,6 +372,81 @@ mod tests {
         assert_eq!(inode_of(&kept.file), inode_at(&record_file(&s, "a")));
     }
 
+    /// The version and plaintext `s` holds from its last read of `name`'s kept file.
+    fn last_read(s: &LocalStorage, name: &str) -> Option<(u64, Vec<u8>)> {
+        let kept = s.inner.kept.get(&id(name), &s.inner.cached_keys())?;
+        let last = lock(&kept.last);
+        last.as_ref()
+            .map(|last| (last.version, last.plaintext.to_vec()))
+    }
+
+    #[tokio::test]
+    async fn a_kept_file_read_again_unchanged_is_decoded_from_the_last_read() {
+        use hive_cred_core::codec::to_stored_bytes;
+        use secrecy::ExposeSecret;
+
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 8).await;
+        assert_eq!(save(&s, "a").await, 1);
+        assert_eq!(version(&s, "a").await, Some(1), "opened by name, kept");
+        assert_eq!(last_read(&s, "a"), None);
+        assert_eq!(version(&s, "a").await, Some(1), "read from the kept file");
+        let (at, _) = last_read(&s, "a").unwrap();
+        assert_eq!(at, 1);
+
+        // Stand-in plaintext with the file's bytes unchanged: a read that decrypted the
+        // file would not find it.
+        let mut marked = CredentialObject::builder("a", CredentialType::ApiKey)
+            .build()
+            .unwrap();
+        marked
+            .set_key("marker", "from the last read", None)
+            .unwrap();
+        let kept = s.inner.kept.get(&id("a"), &s.inner.cached_keys()).unwrap();
+        lock(&kept.last).as_mut().unwrap().plaintext = to_stored_bytes(&marked).unwrap();
+        let got = s.load(&id("a")).await.unwrap().unwrap();
+        // EXPOSE: test: the value read names where it came from.
+        let marker = got.get_key("marker").map(|k| k.expose_secret().to_owned());
+        assert_eq!(marker.as_deref(), Some("from the last read"));
+        assert_eq!(got.version(), 1);
+
+        // Changed bytes (a save in place by another handle) are decrypted again.
+        let other = open(dir.path(), 0).await;
+        assert_eq!(save(&other, "a").await, 2);
+        let got = s.load(&id("a")).await.unwrap().unwrap();
+        assert!(got.get_key("marker").is_none());
+        assert_eq!(got.version(), 2);
+        assert_eq!(last_read(&s, "a").map(|(v, _)| v), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_kept_file_altered_in_place_after_a_read_is_authenticated_again() {
+        use std::os::unix::fs::FileExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 8).await;
+        save(&s, "a").await;
+        for _ in 0..2 {
+            assert_eq!(version(&s, "a").await, Some(1));
+        }
+        assert!(last_read(&s, "a").is_some());
+
+        let path = record_file(&s, "a");
+        let bytes = std::fs::read(&path).unwrap();
+        let [current, _] = crate::format::record_candidates(&bytes).unwrap();
+        let last = current.unwrap().range.end - 1;
+        let flip = |byte: u8| {
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.write_all_at(&[byte], u64::try_from(last).unwrap())
+                .unwrap();
+        };
+        flip(bytes[last] ^ 1);
+        let err = s.load(&id("a")).await.unwrap_err();
+        assert_eq!(err.kind(), hive_cred_core::ErrorKind::Decryption);
+        flip(bytes[last]);
+        assert_eq!(version(&s, "a").await, Some(1));
+    }
+
     #[cfg(any(target_os = "linux", target_os = "android"))]
     #[tokio::test]
     async fn loads_leave_the_access_time_of_record_files_alone() {
@@ -439,13 +554,16 @@ mod tests {
     fn once_full_nothing_more_is_kept_until_a_file_is_dropped() {
         let keys = Arc::new(Keyring::fresh(&key(), &ScryptParams::default()).unwrap());
         let file = tempfile::tempfile().unwrap();
-        let kept = || Kept {
-            file: file.try_clone().unwrap(),
-            path: PathBuf::from("f"),
-            inode: (1, 2),
-            len: 0,
-            tag: [0; TAG_LEN],
-            keys: Arc::clone(&keys),
+        let kept = || {
+            let file = file.try_clone().unwrap();
+            Kept::new(
+                file,
+                PathBuf::from("f"),
+                (1, 2),
+                0,
+                [0; TAG_LEN],
+                Arc::clone(&keys),
+            )
         };
         let cache = KeptRecords::new(2);
         cache.keep(&id("a"), kept());

@@ -27,9 +27,9 @@ use crate::format::{
     Candidates, MAX_HEADER_LEN, MAX_RECORD_FILE_LEN, Place, TAG_LEN, new_record_file, open_record,
     record_candidates, seal_record,
 };
-#[cfg(unix)]
-use crate::kept::Kept;
 use crate::kept::KeptRecords;
+#[cfg(unix)]
+use crate::kept::{Kept, LastRead};
 use crate::key::{KEY_LEN, KeySource, ScryptParams};
 use crate::keyring::Keyring;
 use crate::lock::{FileLock, LocalCredentialLock, Wait};
@@ -90,8 +90,9 @@ impl LocalStorageOptions {
     }
 
     /// How many record files a handle (with its clones) keeps open between loads of the
-    /// same credentials, so that loading one again reads it without opening it (Unix;
-    /// see the crate docs, "Performance"). 0 keeps none. Default 64.
+    /// same credentials, so that loading one again reads it without opening it, and,
+    /// while its bytes are unchanged, without decrypting it (Unix; see the crate docs,
+    /// "Performance"). 0 keeps none. Default 64.
     pub fn with_kept_open_records(mut self, files: usize) -> Self {
         self.kept_open = files;
         self
@@ -705,14 +706,7 @@ impl Inner {
                 #[cfg(unix)]
                 if keep {
                     if let Some(inode) = crate::kept::inode_of(&file) {
-                        let kept = Kept {
-                            file,
-                            path,
-                            inode,
-                            len,
-                            tag,
-                            keys,
-                        };
+                        let kept = Kept::new(file, path, inode, len, tag, keys);
                         self.kept.keep(id, kept);
                     }
                 }
@@ -738,16 +732,7 @@ impl Inner {
             // The name was learnt when the file was kept (and `delete` drops both).
             let read = read_at_capped_fast(&kept.file, kept.len, MAX_RECORD_FILE_LEN, &kept.path)
                 .ok()
-                .and_then(|bytes| {
-                    let found = record_candidates(&bytes).ok()?;
-                    // A record under a data key not at hand is a replaced file; reaching
-                    // for the key would read the header here.
-                    if sealed_under_unknown_key(keys, &found) {
-                        return None;
-                    }
-                    self.finish_load(keys, id, &kept.tag, found, &kept.path)
-                        .ok()
-                });
+                .and_then(|bytes| self.read_kept(id, keys, &kept, bytes));
             if let Some(credential) = read {
                 return KeptLoad::Read(credential);
             }
@@ -759,6 +744,40 @@ impl Inner {
             keep: self.kept.wants_more(),
             tag: Some(kept.tag),
         }
+    }
+
+    /// The credential in `bytes`, read from `kept.file`; `None` when it must be read by
+    /// name (a record under a data key not at hand means a replaced file; reaching for
+    /// the key would read the header here) or cannot be read (the read by name reports
+    /// why).
+    #[cfg(unix)]
+    fn read_kept(
+        &self,
+        id: &CredentialId,
+        keys: &Arc<Keyring>,
+        kept: &Kept,
+        bytes: Vec<u8>,
+    ) -> Option<CredentialObject> {
+        // Contended: another load of this file holds it; decrypting beats waiting.
+        if let Ok(last) = kept.last.try_lock() {
+            if let Some(last) = last.as_ref().filter(|last| last.file == bytes) {
+                return credential_from(&last.plaintext, last.version, id, &kept.path).ok();
+            }
+        }
+        let found = record_candidates(&bytes).ok()?;
+        if sealed_under_unknown_key(keys, &found) {
+            return None;
+        }
+        let (version, plaintext, _) = self.open_current(keys, found, &kept.tag, &kept.path).ok()?;
+        let credential = credential_from(&plaintext, version, id, &kept.path).ok()?;
+        if let Ok(mut last) = kept.last.try_lock() {
+            *last = Some(LastRead {
+                file: bytes,
+                plaintext,
+                version,
+            });
+        }
+        Some(credential)
     }
 
     fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
@@ -783,14 +802,7 @@ impl Inner {
         path: &Path,
     ) -> Result<CredentialObject> {
         let (version, plaintext, _) = self.open_current(keys, found, tag, path)?;
-        let mut credential = decode(&plaintext, path)?;
-        if credential.id() != id {
-            return Err(Error::corrupted("credential record holds a different id")
-                .with_context("id", id)
-                .with_context("file", path.display()));
-        }
-        credential.set_version(version);
-        Ok(credential)
+        credential_from(&plaintext, version, id, path)
     }
 
     /// Remembers that the record file `tag` holds `id` (for `list`).
@@ -1044,6 +1056,23 @@ fn sealed_under_unknown_key(keys: &Keyring, found: &Candidates<'_>) -> bool {
     found[0]
         .as_ref()
         .is_some_and(|c| keys.material.dek(c.view.generation).is_none())
+}
+
+/// The credential `id` at `version` from the plaintext of its record in `path`.
+fn credential_from(
+    plaintext: &[u8],
+    version: u64,
+    id: &CredentialId,
+    path: &Path,
+) -> Result<CredentialObject> {
+    let mut credential = decode(plaintext, path)?;
+    if credential.id() != id {
+        return Err(Error::corrupted("credential record holds a different id")
+            .with_context("id", id)
+            .with_context("file", path.display()));
+    }
+    credential.set_version(version);
+    Ok(credential)
 }
 
 /// The records of the record file `path` read into `bytes` (see [`record_candidates`]).
