@@ -101,7 +101,8 @@ impl Kept {
 /// the handle could not decrypt at any moment with the data key it holds.
 pub(crate) struct LastRead {
     pub(crate) file: Vec<u8>,
-    pub(crate) plaintext: Zeroizing<Vec<u8>>,
+    /// Shared with the loads decoding it (zeroed when the last one drops it).
+    pub(crate) plaintext: Arc<Zeroizing<Vec<u8>>>,
     pub(crate) version: u64,
 }
 
@@ -403,7 +404,7 @@ mod tests {
             .set_key("marker", "from the last read", None)
             .unwrap();
         let kept = s.inner.kept.get(&id("a"), &s.inner.cached_keys()).unwrap();
-        lock(&kept.last).as_mut().unwrap().plaintext = to_stored_bytes(&marked).unwrap();
+        lock(&kept.last).as_mut().unwrap().plaintext = Arc::new(to_stored_bytes(&marked).unwrap());
         let got = s.load(&id("a")).await.unwrap().unwrap();
         // EXPOSE: test: the value read names where it came from.
         let marker = got.get_key("marker").map(|k| k.expose_secret().to_owned());
@@ -489,6 +490,63 @@ mod tests {
         }
         assert_eq!(version(&open(dir.path(), 0).await, "a").await, Some(1));
         assert_eq!(accessed(&path), long_ago);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_loads_while_another_handle_saves_return_whole_versions() {
+        use secrecy::ExposeSecret;
+
+        /// Saves `a` with key `v` holding the version the save stores.
+        async fn save_numbered(s: &LocalStorage) {
+            let mut next = match s.load(&id("a")).await.unwrap() {
+                Some(current) => current,
+                None => CredentialObject::builder("a", CredentialType::ApiKey)
+                    .build()
+                    .unwrap(),
+            };
+            let stored = next.version() + 1;
+            next.set_key("v", stored.to_string(), None).unwrap();
+            s.save(&next).await.unwrap();
+        }
+
+        /// `a` as loaded by `s`, checked to hold the value its version was saved with.
+        async fn load_whole(s: &LocalStorage) -> u64 {
+            let got = s.load(&id("a")).await.unwrap().unwrap();
+            // EXPOSE: test: the value numbers the version that stored it.
+            let v = got.get_key("v").unwrap().expose_secret().to_owned();
+            assert_eq!(v, got.version().to_string(), "a record of another version");
+            got.version()
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 8).await;
+        save_numbered(&s).await;
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (s, finished) = (s.clone(), Arc::clone(&finished));
+                tokio::spawn(async move {
+                    let (mut loads, mut last) = (0, 0);
+                    while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                        let got = load_whole(&s).await;
+                        assert!(got >= last, "went back from {last} to {got}");
+                        (loads, last) = (loads + 1, got);
+                        // A load does not wait: let the other tasks run.
+                        tokio::task::yield_now().await;
+                    }
+                    loads
+                })
+            })
+            .collect();
+        let w = open(dir.path(), 0).await;
+        for _ in 0..100 {
+            save_numbered(&w).await;
+        }
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        for reader in readers {
+            assert!(reader.await.unwrap() > 0);
+        }
+        assert_eq!(load_whole(&s).await, 101);
     }
 
     #[tokio::test]

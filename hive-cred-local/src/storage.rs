@@ -758,11 +758,14 @@ impl Inner {
         kept: &Kept,
         bytes: Vec<u8>,
     ) -> Option<CredentialObject> {
-        // Contended: another load of this file holds it; decrypting beats waiting.
-        if let Ok(last) = kept.last.try_lock() {
-            if let Some(last) = last.as_ref().filter(|last| last.file == bytes) {
-                return credential_from(&last.plaintext, last.version, id, &kept.path).ok();
-            }
+        // The lock is held for the compare only, so loads of one credential from many
+        // tasks decode side by side.
+        let unchanged = lock(&kept.last)
+            .as_ref()
+            .filter(|last| last.file == bytes)
+            .map(|last| (Arc::clone(&last.plaintext), last.version));
+        if let Some((plaintext, version)) = unchanged {
+            return credential_from(&plaintext, version, id, &kept.path).ok();
         }
         let found = record_candidates(&bytes).ok()?;
         if sealed_under_unknown_key(keys, &found) {
@@ -770,13 +773,11 @@ impl Inner {
         }
         let (version, plaintext, _) = self.open_current(keys, found, &kept.tag, &kept.path).ok()?;
         let credential = credential_from(&plaintext, version, id, &kept.path).ok()?;
-        if let Ok(mut last) = kept.last.try_lock() {
-            *last = Some(LastRead {
-                file: bytes,
-                plaintext,
-                version,
-            });
-        }
+        *lock(&kept.last) = Some(LastRead {
+            file: bytes,
+            plaintext: Arc::new(plaintext),
+            version,
+        });
         Some(credential)
     }
 
