@@ -346,7 +346,7 @@ fn open_rw_nofollow(path: &Path) -> std::io::Result<(File, fs::Metadata)> {
 /// Opens the existing `path` with `flags` (and `O_CLOEXEC`). On Linux, reads through it
 /// do not update the file's access time when the process may ask for that (it owns the
 /// file): otherwise the first read after each change of a record (`relatime`) writes its
-/// inode, which costs a load about a sixth of its time. A file owned by another user is
+/// inode, which costs such a load about 14% of its time. A file owned by another user is
 /// opened without it.
 #[cfg(unix)]
 fn open_noatime(path: &Path, flags: rustix::fs::OFlags) -> std::io::Result<File> {
