@@ -691,18 +691,16 @@ impl Inner {
         let mut len = 0;
         let read = read_record_file(&path, |bytes| {
             len = bytes.len();
-            let found = candidates(&bytes, &path)?;
-            if sealed_under_unknown_key(&keys, &found) {
+            let Some((version, plaintext)) = self.open_with_held_key(&keys, &bytes, &tag, &path)?
+            else {
                 return Ok(None);
-            }
-            self.finish_load(&keys, id, &tag, found, &path).map(Some)
+            };
+            credential_from(&plaintext, version, id, &path).map(Some)
         });
-        if let Ok(Some((Some(_), _))) = &read {
-            self.learn_name(&tag, id);
-        }
         match read {
             Ok(Some((None, _))) => None,
             Ok(Some((Some(credential), file))) => {
+                self.learn_name(&tag, id);
                 #[cfg(unix)]
                 if keep {
                     if let Some(inode) = crate::kept::inode_of(&file) {
@@ -767,11 +765,9 @@ impl Inner {
         if let Some((plaintext, version)) = unchanged {
             return credential_from(&plaintext, version, id, &kept.path).ok();
         }
-        let found = record_candidates(&bytes).ok()?;
-        if sealed_under_unknown_key(keys, &found) {
-            return None;
-        }
-        let (version, plaintext, _) = self.open_current(keys, found, &kept.tag, &kept.path).ok()?;
+        let (version, plaintext) = self
+            .open_with_held_key(keys, &bytes, &kept.tag, &kept.path)
+            .ok()??;
         let credential = credential_from(&plaintext, version, id, &kept.path).ok()?;
         *lock(&kept.last) = Some(LastRead {
             file: bytes,
@@ -786,7 +782,8 @@ impl Inner {
         let tag = keys.id_tag(id);
         let path = self.record_path(&tag);
         let read = read_record(&path, |bytes| {
-            self.finish_load(&keys, id, &tag, candidates(&bytes, &path)?, &path)
+            let (version, plaintext, _) = self.decrypt(&keys, &bytes, &tag, &path)?;
+            credential_from(&plaintext, version, id, &path)
         })?;
         if read.is_some() {
             self.learn_name(&tag, id);
@@ -794,16 +791,24 @@ impl Inner {
         Ok(read)
     }
 
-    fn finish_load(
+    /// The version and plaintext of the current record of a record file read into
+    /// `bytes`; `Ok(None)` when it is sealed under a data key `keys` lacks (another
+    /// process rotated the data key since this handle read the header: the caller reads
+    /// the header, off the executor).
+    fn open_with_held_key(
         &self,
         keys: &Arc<Keyring>,
-        id: &CredentialId,
+        bytes: &[u8],
         tag: &[u8; TAG_LEN],
-        found: Candidates<'_>,
         path: &Path,
-    ) -> Result<CredentialObject> {
+    ) -> Result<Option<(u64, Zeroizing<Vec<u8>>)>> {
+        let found = candidates(bytes, path)?;
+        let current = found[0].as_ref().map(|c| c.view.generation);
+        if current.is_some_and(|generation| keys.material.dek(generation).is_none()) {
+            return Ok(None);
+        }
         let (version, plaintext, _) = self.open_current(keys, found, tag, path)?;
-        credential_from(&plaintext, version, id, path)
+        Ok(Some((version, plaintext)))
     }
 
     /// Remembers that the record file `tag` holds `id` (for `list`).
@@ -1049,14 +1054,6 @@ impl Inner {
         create_private_dir(&locks)?;
         LocalCredentialLock::acquire(&locks.join(format!("{}.lock", hex(&keys.id_tag(id)))), wait)
     }
-}
-
-/// Whether the current record of a record file is sealed under a data key `keys` lacks
-/// (another process rotated the data key since this handle read the header).
-fn sealed_under_unknown_key(keys: &Keyring, found: &Candidates<'_>) -> bool {
-    found[0]
-        .as_ref()
-        .is_some_and(|c| keys.material.dek(c.view.generation).is_none())
 }
 
 /// The credential `id` at `version` from the plaintext of its record in `path`.
