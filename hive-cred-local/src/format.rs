@@ -310,9 +310,13 @@ pub(crate) fn record_candidates(file: &[u8]) -> std::result::Result<Candidates<'
         return Ok([Some(whole), None]);
     }
     check_preamble(file, KIND_RECORD_FILE, FILE_HEADER_LEN)?;
-    let mut size = [0u8; 4];
-    size.copy_from_slice(&file[PREAMBLE_LEN..PREAMBLE_LEN + 4]);
-    let slot_size = usize::try_from(u32::from_le_bytes(size)).unwrap_or(usize::MAX);
+    // The caller has checked that `file` holds the 4 bytes at `at`.
+    let u32_at = |at: usize| {
+        let mut field = [0u8; 4];
+        field.copy_from_slice(&file[at..at + 4]);
+        usize::try_from(u32::from_le_bytes(field)).unwrap_or(usize::MAX)
+    };
+    let slot_size = u32_at(PREAMBLE_LEN);
     let laid_out = file[PREAMBLE_LEN + 4] == 0
         && slot_size >= SLOT_LEN_FIELD + RECORD_MIN_LEN
         && slot_size % SLOT_ALIGN == 0
@@ -330,9 +334,7 @@ pub(crate) fn record_candidates(file: &[u8]) -> std::result::Result<Candidates<'
     let mut found = [None, None];
     for (index, found) in found.iter_mut().enumerate() {
         let start = FILE_HEADER_LEN + index * slot_size;
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&file[start..start + SLOT_LEN_FIELD]);
-        let len = usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX);
+        let len = u32_at(start);
         if len == 0 || len > slot_size - SLOT_LEN_FIELD {
             continue;
         }
