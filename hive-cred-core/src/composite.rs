@@ -101,12 +101,16 @@ impl CredentialStorage for CompositeStorage {
         "composite"
     }
 
+    fn capabilities(&self) -> crate::StorageCapabilities {
+        // Refreshed credentials are written to the primary, so its lock is the one.
+        self.primary().capabilities()
+    }
+
     async fn lock(
         &self,
         id: &CredentialId,
         options: &crate::lock::LockOptions,
-    ) -> Result<Option<crate::lock::CredentialLock>> {
-        // Refreshed credentials are written to the primary, so its lock is the one.
+    ) -> Result<crate::lock::CredentialLock> {
         self.primary().lock(id, options).await
     }
 }

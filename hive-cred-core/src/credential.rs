@@ -372,10 +372,27 @@ impl CredentialObject {
         self.needs_refresh_at(Utc::now(), DEFAULT_REFRESH_WINDOW)
     }
 
-    /// Whether any key is expired at `now` or expires within `window` of it. Keys without
-    /// an expiry never need refresh.
+    /// Whether any key is expired at `now` or expires within the
+    /// [effective window](Self::effective_window) of it. Keys without an expiry never
+    /// need refresh.
     pub fn needs_refresh_at(&self, now: DateTime<Utc>, window: Duration) -> bool {
-        self.earliest_expiry().is_some_and(|t| t <= now + window)
+        self.earliest_expiry()
+            .is_some_and(|t| t <= now + self.effective_window(window))
+    }
+
+    /// The refresh window that applies to this credential: `window`, but at most half
+    /// of its token's lifetime when that is known (from [`last_refreshed`](Self::last_refreshed)
+    /// to the [`earliest_expiry`](Self::earliest_expiry)). A token that lives 5 minutes
+    /// under a 5-minute window is refreshed after 2.5 minutes, not the moment it is
+    /// issued.
+    pub fn effective_window(&self, window: Duration) -> Duration {
+        match (self.last_refreshed, self.earliest_expiry()) {
+            (Some(issued), Some(expiry)) => {
+                let half = (expiry - issued) / 2;
+                window.min(half.max(Duration::zero()))
+            }
+            _ => window,
+        }
     }
 
     /// Whether any key has expired now.
@@ -820,6 +837,26 @@ mod tests {
         assert!(c.needs_refresh_at(at(2, 0), w));
         assert!(c.needs_refresh_at(at(0, 30), Duration::minutes(30)));
         assert_eq!(c.earliest_expiry(), Some(at(1, 0)));
+    }
+
+    #[test]
+    fn a_token_shorter_than_the_window_is_refreshed_at_half_its_life() {
+        // A Keycloak-style token: issued at 0:00, lives 5 minutes, window 5 minutes.
+        let mut c = CredentialObject::new("kc", CredentialType::OAuth2).unwrap();
+        c.set_key("access_token", "a", Some(at(0, 5))).unwrap();
+        let w = Duration::minutes(5);
+        assert!(
+            c.needs_refresh_at(at(0, 0), w),
+            "unknown lifetime: the whole window"
+        );
+        c.set_last_refreshed(at(0, 0));
+        assert_eq!(c.effective_window(w), Duration::seconds(150));
+        assert!(!c.needs_refresh_at(at(0, 0), w), "fresh from the provider");
+        assert!(!c.needs_refresh_at(at(0, 2), w));
+        assert!(c.needs_refresh_at(at(0, 3), w), "past half of its life");
+        // A long-lived token keeps the configured window.
+        c.set_key("access_token", "a", Some(at(2, 0))).unwrap();
+        assert_eq!(c.effective_window(w), w);
     }
 
     #[test]

@@ -31,8 +31,10 @@ pub use id::{CredentialId, MAX_ID_LEN};
 pub use lock::{CredentialLock, LockOptions, LockRelease};
 pub use memory::MemoryStorage;
 pub use provider::CredentialProvider;
-pub use storage::CredentialStorage;
-pub use store::{CredentialStore, CredentialStoreBuilder, RefreshPolicy};
+pub use storage::{CredentialStorage, StorageCapabilities, StorageLayer};
+pub use store::{
+    CredentialStore, CredentialStoreBuilder, LEASE_MARGIN, RefreshPolicy, UnsavedRefresh,
+};
 pub use template::Template;
 
 #[cfg(any(test, feature = "mock"))]

@@ -32,6 +32,13 @@ pub trait CredentialProvider: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// The longest one [`refresh`](Self::refresh) can take before the provider gives up,
+    /// when bounded (an HTTP timeout). The store checks lease-lock TTLs against it.
+    /// Default: `None` (unknown).
+    fn request_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Checks with the provider that the credential still works. Default: `Ok(true)`
     /// without a network call.
     async fn validate(&self, credential: &CredentialObject) -> Result<bool> {

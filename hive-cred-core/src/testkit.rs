@@ -347,6 +347,67 @@ pub async fn canary_never_in_debug(s: &dyn CredentialStorage) {
     s.delete(&id).await.expect("cleanup");
 }
 
+/// The lock conformance check, for storages shared between processes. `a` and `b` are
+/// two handles on one backend (two `LocalStorage::open` of one directory, two
+/// `VaultStorage`s on one prefix), standing in for two processes; either may be wrapped
+/// (as `AgentRuntime` wraps its storage). Checks that:
+/// - both declare [`cross_process_lock`](crate::StorageCapabilities::cross_process_lock);
+/// - one holder at a time: while `a` holds the lock, `b` waits and then fails with a
+///   temporary `Unavailable` naming the id;
+/// - a released lock is taken at once, and locks of other ids are independent;
+/// - a holder dropped without a release (a crashed task) is taken over within
+///   `takeover`.
+pub async fn lock_conformance(
+    a: &dyn CredentialStorage,
+    b: &dyn CredentialStorage,
+    takeover: std::time::Duration,
+) {
+    use crate::lock::LockOptions;
+    use std::time::Duration as StdDuration;
+
+    for s in [a, b] {
+        assert!(
+            s.capabilities().cross_process_lock,
+            "{s:?} does not declare its cross-process lock (a wrapper that drops it?)"
+        );
+    }
+    let id = unique_id("lock");
+    let other = unique_id("lock-other");
+    let short = LockOptions::new().with_wait(StdDuration::from_millis(150));
+    let held = a.lock(&id, &short).await.expect("a takes a free lock");
+    assert_eq!(held.id(), &id);
+    let started = std::time::Instant::now();
+    let busy = b
+        .lock(&id, &short)
+        .await
+        .expect_err("b must not take a lock a holds");
+    assert!(
+        started.elapsed() >= StdDuration::from_millis(100),
+        "b gave up before its wait ran out"
+    );
+    assert_eq!(busy.kind(), ErrorKind::Unavailable, "{busy}");
+    assert!(busy.is_temporary());
+    assert!(busy.to_string().contains(id.as_str()), "{busy}");
+    let independent = b
+        .lock(&other, &short)
+        .await
+        .expect("another id's lock is independent");
+    independent.release().await.expect("release");
+    held.release().await.expect("the holder releases");
+    let again = b
+        .lock(&id, &short)
+        .await
+        .expect("a released lock is taken at once");
+    // Dropped without a release: taken over within `takeover`.
+    drop(again);
+    let patient = LockOptions::new().with_wait(takeover);
+    let taken = a
+        .lock(&id, &patient)
+        .await
+        .expect("a dropped holder's lock is taken over");
+    taken.release().await.expect("release");
+}
+
 /// Runs every check in order.
 pub async fn run_all(s: &dyn CredentialStorage) {
     missing_load_is_none(s).await;

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use hive_cred_core::codec::{from_stored, to_stored_bytes};
 use hive_cred_core::{
     CredentialId, CredentialLock, CredentialObject, CredentialStorage, Error, ErrorKind,
-    LockOptions, Result,
+    LockOptions, Result, StorageCapabilities,
 };
 use zeroize::Zeroizing;
 
@@ -409,19 +409,20 @@ impl CredentialStorage for LocalStorage {
         "local"
     }
 
+    /// Per-credential OS file locks, shared by every process on the host.
+    fn capabilities(&self) -> StorageCapabilities {
+        StorageCapabilities::process_lock()
+    }
+
     /// An OS file lock per credential (see [`LocalCredentialLock`]), polled until
     /// `options.wait` has passed, then `ErrorKind::Unavailable`. A holder that dies
     /// releases it at once, so `options.ttl` is not needed.
-    async fn lock(
-        &self,
-        id: &CredentialId,
-        options: &LockOptions,
-    ) -> Result<Option<CredentialLock>> {
+    async fn lock(&self, id: &CredentialId, options: &LockOptions) -> Result<CredentialLock> {
         let deadline = Instant::now() + options.wait;
         let mut pause = Duration::from_millis(2);
         loop {
             if let Some(held) = self.try_lock_credential(id).await? {
-                return Ok(Some(CredentialLock::new(id.clone(), held)));
+                return Ok(CredentialLock::new(id.clone(), held));
             }
             let now = Instant::now();
             if now >= deadline {

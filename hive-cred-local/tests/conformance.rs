@@ -15,3 +15,13 @@ async fn conformance_with_a_passphrase_store() {
         "local"
     );
 }
+
+/// The lock conformance check on two handles of one store directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_conformance_across_two_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::raw_key(7);
+    let a = common::open(dir.path(), key.clone()).await;
+    let b = common::open(dir.path(), key).await;
+    hive_cred_core::testkit::lock_conformance(&a, &b, std::time::Duration::from_secs(5)).await;
+}

@@ -349,6 +349,11 @@ impl CredentialProvider for OAuth2Provider {
         &self.config.provider_id
     }
 
+    /// The configured request timeout: one refresh takes at most this long.
+    fn request_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.config.timeout())
+    }
+
     /// Whether the credential has a `refresh_token` key.
     fn supports(&self, credential: &CredentialObject) -> bool {
         credential.has_key(REFRESH_TOKEN)

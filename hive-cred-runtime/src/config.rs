@@ -144,6 +144,11 @@ pub struct ProviderConfig {
     /// Where the client secret comes from (public clients have none).
     #[serde(default)]
     pub client_secret: Option<SecretRef>,
+    /// The refresh window of this provider's credentials, replacing
+    /// `[refresh] window_secs` (for example 60 for a provider whose tokens live 2
+    /// minutes; the window is also capped at half of each token's lifetime).
+    #[serde(default)]
+    pub refresh_window_secs: Option<u64>,
     /// The other fields, as given.
     #[serde(flatten)]
     pub fields: serde_json::Map<String, serde_json::Value>,
@@ -179,6 +184,80 @@ pub struct RuntimeConfig {
     /// A JSON-lines file the audit trail is appended to.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// When credentials are refreshed and how the cross-process refresh lock behaves.
+    #[serde(default)]
+    pub refresh: RefreshConfig,
+}
+
+/// The `[refresh]` table of the runtime config: every field optional, defaults as in
+/// `hive_cred_core::RefreshPolicy` and `hive_cred_core::LockOptions`.
+///
+/// ```toml
+/// [refresh]
+/// window_secs = 300          # refresh this long before expiry (capped at half a token's life)
+/// min_interval_secs = 5      # never refresh a valid credential more often
+/// keep_alive_secs = 604800   # refresh idle credentials weekly (off when absent)
+/// lock_ttl_secs = 60         # lease lifetime of the cross-process lock (Vault)
+/// lock_wait_secs = 70        # longest wait for another process's refresh
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RefreshConfig {
+    /// The refresh window, in seconds.
+    pub window_secs: Option<u64>,
+    /// The shortest time between two refreshes of a valid credential, in seconds.
+    pub min_interval_secs: Option<u64>,
+    /// Refresh credentials whose last refresh is older than this, in seconds.
+    pub keep_alive_secs: Option<u64>,
+    /// The cross-process lock's lease lifetime, in seconds.
+    pub lock_ttl_secs: Option<u64>,
+    /// The longest wait for the cross-process lock, in seconds.
+    pub lock_wait_secs: Option<u64>,
+}
+
+fn secs(s: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000))
+}
+
+impl RuntimeConfig {
+    /// `policy` with the config's `[refresh]` values and per-provider windows put on
+    /// top (fields the config does not set keep `policy`'s values).
+    pub fn apply_refresh_policy(
+        &self,
+        mut policy: hive_cred_core::RefreshPolicy,
+    ) -> hive_cred_core::RefreshPolicy {
+        let r = &self.refresh;
+        if let Some(w) = r.window_secs {
+            policy = policy.with_window(secs(w));
+        }
+        if let Some(m) = r.min_interval_secs {
+            policy = policy.with_min_interval(secs(m));
+        }
+        if let Some(k) = r.keep_alive_secs {
+            policy = policy.with_keep_alive(Some(secs(k)));
+        }
+        for p in &self.providers {
+            if let Some(w) = p.refresh_window_secs {
+                policy = policy.with_provider_window(&p.provider_id, secs(w));
+            }
+        }
+        policy
+    }
+
+    /// `options` with the config's lock TTL and wait put on top.
+    pub fn apply_lock_options(
+        &self,
+        mut options: hive_cred_core::LockOptions,
+    ) -> hive_cred_core::LockOptions {
+        if let Some(t) = self.refresh.lock_ttl_secs {
+            options = options.with_ttl(std::time::Duration::from_secs(t));
+        }
+        if let Some(w) = self.refresh.lock_wait_secs {
+            options = options.with_wait(std::time::Duration::from_secs(w));
+        }
+        options
+    }
 }
 
 impl RuntimeConfig {

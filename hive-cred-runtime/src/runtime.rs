@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use hive_cred_core::lock::LockOptions;
 use hive_cred_core::{
     AccessHook, Clock, CredentialId, CredentialObject, CredentialProvider, CredentialStorage,
-    CredentialStore, CredentialStoreBuilder, Error, ErrorKind, RefreshPolicy, Result,
+    CredentialStore, CredentialStoreBuilder, Error, ErrorKind, RefreshPolicy, Result, StorageLayer,
 };
 use tracing::Instrument as _;
 
@@ -187,7 +188,9 @@ impl NodeContext {
 }
 
 /// Storage wrapper that shows every credential the store reads or writes to the
-/// redactor, so it knows each value handed out, including refreshed ones.
+/// redactor, so it knows each value handed out, including refreshed ones. Built on
+/// [`StorageLayer`]: every other operation (locks and capabilities included) reaches
+/// the backend unchanged.
 struct ObservedStorage {
     inner: Arc<dyn CredentialStorage>,
     redactor: RedactorHandle,
@@ -201,7 +204,10 @@ impl fmt::Debug for ObservedStorage {
 }
 
 #[async_trait]
-impl CredentialStorage for ObservedStorage {
+impl StorageLayer for ObservedStorage {
+    fn inner(&self) -> &dyn CredentialStorage {
+        &*self.inner
+    }
     async fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
         let loaded = self.inner.load(id).await?;
         if let Some(c) = &loaded {
@@ -213,18 +219,6 @@ impl CredentialStorage for ObservedStorage {
         // Observe first: a value must be redactable before anyone can read it back.
         self.redactor.observe(credential);
         self.inner.save(credential).await
-    }
-    async fn delete(&self, id: &CredentialId) -> Result<bool> {
-        self.inner.delete(id).await
-    }
-    async fn list(&self) -> Result<Vec<CredentialId>> {
-        self.inner.list().await
-    }
-    async fn exists(&self, id: &CredentialId) -> Result<bool> {
-        self.inner.exists(id).await
-    }
-    fn backend_name(&self) -> &'static str {
-        self.inner.backend_name()
     }
 }
 
@@ -297,6 +291,9 @@ pub struct AgentRuntimeBuilder {
     env_lookup: Option<EnvLookup>,
     min_secret_len: usize,
     prestep_timeout: Option<Duration>,
+    policy: RefreshPolicy,
+    lock_options: LockOptions,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl Default for AgentRuntimeBuilder {
@@ -309,6 +306,9 @@ impl Default for AgentRuntimeBuilder {
             env_lookup: None,
             min_secret_len: DEFAULT_MIN_SECRET_LEN,
             prestep_timeout: None,
+            policy: RefreshPolicy::default(),
+            lock_options: LockOptions::default(),
+            clock: None,
         }
     }
 }
@@ -336,9 +336,17 @@ impl AgentRuntimeBuilder {
         self
     }
 
-    /// The store's refresh policy. Default: [`RefreshPolicy::default`].
+    /// The store's refresh policy. Default: [`RefreshPolicy::default`]. The config
+    /// file's `[refresh]` values and per-provider windows are put on top of it.
     pub fn refresh_policy(mut self, policy: RefreshPolicy) -> Self {
-        self.store = self.store.refresh_policy(policy);
+        self.policy = policy;
+        self
+    }
+
+    /// The cross-process refresh lock's TTL and wait. Default: [`LockOptions::default`].
+    /// The config file's `lock_ttl_secs` and `lock_wait_secs` are put on top of it.
+    pub fn lock_options(mut self, options: LockOptions) -> Self {
+        self.lock_options = options;
         self
     }
 
@@ -348,9 +356,11 @@ impl AgentRuntimeBuilder {
         self
     }
 
-    /// The clock. Default: the system clock.
+    /// The clock of the store and of the config's providers (token expiries are
+    /// computed on it). Default: the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.store = self.store.clock(clock);
+        self.store = self.store.clock(clock.clone());
+        self.clock = Some(clock);
         self
     }
 
@@ -403,7 +413,10 @@ impl AgentRuntimeBuilder {
         let redactor = RedactorHandle::new(self.min_secret_len);
         let mut audit = self.audit.unwrap_or_default();
         let mut builder = self.store;
+        let (mut policy, mut lock_options) = (self.policy, self.lock_options);
         if let Some(config) = &self.config {
+            policy = config.apply_refresh_policy(policy);
+            lock_options = config.apply_lock_options(lock_options);
             config.validate()?;
             if let (Some(path), None) = (&config.audit_log, audit.file()) {
                 audit = audit.with_json_lines(path)?;
@@ -411,7 +424,9 @@ impl AgentRuntimeBuilder {
             let lookup: EnvLookup = self
                 .env_lookup
                 .unwrap_or_else(|| Arc::new(|name: &str| std::env::var(name).ok()));
-            for p in config_providers(config, &*storage, &lookup, &redactor).await? {
+            for p in
+                config_providers(config, &*storage, &lookup, &redactor, self.clock.as_ref()).await?
+            {
                 builder = builder.provider(p);
             }
         }
@@ -420,7 +435,11 @@ impl AgentRuntimeBuilder {
             redactor: redactor.clone(),
         });
         let audit = Arc::new(audit);
-        let builder = builder.storage(observed).access_hook(audit.clone());
+        let builder = builder
+            .storage(observed)
+            .refresh_policy(policy)
+            .lock_options(lock_options)
+            .access_hook(audit.clone());
         Ok(AgentRuntime {
             credential_store: builder.build()?,
             redactor,
@@ -436,6 +455,7 @@ async fn config_providers(
     storage: &dyn CredentialStorage,
     lookup: &EnvLookup,
     redactor: &RedactorHandle,
+    clock: Option<&Arc<dyn Clock>>,
 ) -> Result<Vec<Arc<dyn CredentialProvider>>> {
     let mut out: Vec<Arc<dyn CredentialProvider>> = Vec::new();
     for p in &config.providers {
@@ -451,8 +471,11 @@ async fn config_providers(
             }
             None => None,
         };
-        let provider = hive_cred_oauth::OAuth2Provider::new(spec.into_config(secret)?)
+        let mut provider = hive_cred_oauth::OAuth2Provider::new(spec.into_config(secret)?)
             .map_err(|e| e.with_context("provider", &p.provider_id))?;
+        if let Some(clock) = clock {
+            provider = provider.with_clock(clock.clone());
+        }
         out.push(Arc::new(provider));
     }
     Ok(out)
@@ -464,6 +487,7 @@ async fn config_providers(
     _storage: &dyn CredentialStorage,
     _lookup: &EnvLookup,
     _redactor: &RedactorHandle,
+    _clock: Option<&Arc<dyn Clock>>,
 ) -> Result<Vec<Arc<dyn CredentialProvider>>> {
     match config.providers.first() {
         None => Ok(Vec::new()),

@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
     let id = CredentialId::new("bench-uncontended").unwrap();
     group.bench_function("acquire_release", |bench| {
         bench.to_async(&rt).iter(|| async {
-            let held = a.lock(&id, &options).await.unwrap().unwrap();
+            let held = a.lock(&id, &options).await.unwrap();
             held.release().await.unwrap();
         });
     });
@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
                 let storage = if t % 2 == 0 { a.clone() } else { b.clone() };
                 let (id, options) = (id.clone(), options.clone());
                 tasks.push(tokio::spawn(async move {
-                    let held = storage.lock(&id, &options).await.unwrap().unwrap();
+                    let held = storage.lock(&id, &options).await.unwrap();
                     held.release().await.unwrap();
                 }));
             }

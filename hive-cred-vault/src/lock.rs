@@ -394,13 +394,7 @@ pub(crate) async fn acquire(
                 );
                 return Ok(CredentialLock::new(
                     id.clone(),
-                    HeldLease {
-                        inner: Arc::clone(inner),
-                        clock: Arc::clone(clock),
-                        id: id.clone(),
-                        holder: options.holder.clone(),
-                        version,
-                    },
+                    HeldLease::start(inner, clock, id, options, version),
                 ));
             }
             Attempt::Busy { holder, expires_at } => (holder, expires_at),
@@ -437,13 +431,119 @@ pub(crate) async fn acquire(
     }
 }
 
-/// A held lease: releasing writes `released` with check-and-set on its version.
+/// The shared state of a held lease: the lock secret's version this holder last
+/// wrote, and whether it still holds it. Renewals and the release take it in turn, so
+/// a release never races a renewal's write.
+#[derive(Debug)]
+struct LeaseState {
+    version: u64,
+    /// `false` once released, or once a renewal found the lease taken over.
+    held: bool,
+}
+
+/// A held lease. While held it is renewed every third of its TTL (`expires_at` moved a
+/// TTL ahead, check-and-set on the version this holder wrote), so a refresh that runs
+/// long (a slow token endpoint, a save retried while storage is down) keeps it. Releasing
+/// writes `released` with check-and-set on its version.
 struct HeldLease {
     inner: Arc<Inner>,
     clock: Arc<dyn Clock>,
     id: CredentialId,
     holder: String,
-    version: u64,
+    state: Arc<tokio::sync::Mutex<LeaseState>>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl HeldLease {
+    fn start(
+        inner: &Arc<Inner>,
+        clock: &Arc<dyn Clock>,
+        id: &CredentialId,
+        options: &LockOptions,
+        version: u64,
+    ) -> Self {
+        let state = Arc::new(tokio::sync::Mutex::new(LeaseState {
+            version,
+            held: true,
+        }));
+        let renewer = tokio::runtime::Handle::try_current().ok().map(|handle| {
+            handle.spawn(renew(
+                Arc::clone(inner),
+                Arc::clone(clock),
+                id.clone(),
+                options.clone(),
+                Arc::clone(&state),
+            ))
+        });
+        HeldLease {
+            inner: Arc::clone(inner),
+            clock: Arc::clone(clock),
+            id: id.clone(),
+            holder: options.holder.clone(),
+            state,
+            renewer,
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+/// Renews a held lease every third of its TTL until it is released or lost.
+async fn renew(
+    inner: Arc<Inner>,
+    clock: Arc<dyn Clock>,
+    id: CredentialId,
+    options: LockOptions,
+    state: Arc<tokio::sync::Mutex<LeaseState>>,
+) {
+    let every = options.ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let mut st = state.lock().await;
+        if !st.held {
+            return;
+        }
+        let lease = Lease::new(&inner, &clock, &id);
+        let expires_at = clock
+            .now()
+            .checked_add_signed(
+                chrono::Duration::from_std(options.ttl).unwrap_or(chrono::Duration::MAX),
+            )
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let record = Record {
+            v: LOCK_LAYOUT,
+            state: State::Held,
+            holder: options.holder.clone(),
+            expires_at: expires_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            expires_at_ms: expires_at.timestamp_millis(),
+        };
+        match lease.write(&record, st.version, "lock renewal").await {
+            Ok(Some(version)) => {
+                st.version = version;
+                tracing::trace!(backend = "vault", id = %id, version, "renewed credential lock");
+            }
+            Ok(None) => {
+                st.held = false;
+                tracing::error!(
+                    backend = "vault",
+                    id = %id,
+                    holder = %options.holder,
+                    "the credential's Vault lock was taken over while held (this holder stalled past its TTL); its save will fail by check-and-set if another holder saved first"
+                );
+                return;
+            }
+            Err(e) => {
+                // Vault unreachable: keep trying; the lease stays valid until its TTL.
+                tracing::warn!(backend = "vault", id = %id, kind = %e.kind(), "renewing the credential's Vault lock failed; retrying");
+            }
+        }
+    }
 }
 
 impl fmt::Debug for HeldLease {
@@ -451,15 +551,30 @@ impl fmt::Debug for HeldLease {
         f.debug_struct("VaultLease")
             .field("id", &self.id)
             .field("holder", &self.holder)
-            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
 
 #[async_trait]
 impl LockRelease for HeldLease {
-    async fn release(self: Box<Self>) -> Result<()> {
+    async fn release(mut self: Box<Self>) -> Result<()> {
+        let mut st = self.state.lock().await;
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        let lost = !st.held;
+        st.held = false;
         let lease = Lease::new(&self.inner, &self.clock, &self.id);
+        let taken_over = || {
+            lease.context(Error::conflict(
+                &self.id,
+                "the credential's Vault lock was taken over by another holder after its lease expired; it was not released (raise LockOptions::ttl above the longest refresh)",
+            ))
+            .with_context("holder", &self.holder)
+        };
+        if lost {
+            return Err(taken_over());
+        }
         let now = self.clock.now();
         let record = Record {
             v: LOCK_LAYOUT,
@@ -468,16 +583,12 @@ impl LockRelease for HeldLease {
             expires_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
             expires_at_ms: now.timestamp_millis(),
         };
-        match lease.write(&record, self.version, "unlock").await? {
+        match lease.write(&record, st.version, "unlock").await? {
             Some(_) => {
                 tracing::debug!(backend = "vault", id = %self.id, "released credential lock");
                 Ok(())
             }
-            None => Err(lease.context(Error::conflict(
-                &self.id,
-                "the credential's Vault lock was taken over by another holder after its lease expired; it was not released (raise LockOptions::ttl above the longest refresh)",
-            ))
-            .with_context("holder", &self.holder)),
+            None => Err(taken_over()),
         }
     }
 }

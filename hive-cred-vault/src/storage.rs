@@ -6,7 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use hive_cred_core::lock::{CredentialLock, LockOptions};
 use hive_cred_core::{
-    Clock, CredentialId, CredentialObject, CredentialStorage, Error, ErrorKind, Result, SystemClock,
+    Clock, CredentialId, CredentialObject, CredentialStorage, Error, ErrorKind, Result,
+    StorageCapabilities, SystemClock,
 };
 use vaultrs::api::kv2::requests::{
     DeleteSecretMetadataRequest, ListSecretsRequest, ReadSecretMetadataRequest, ReadSecretRequest,
@@ -290,13 +291,12 @@ impl CredentialStorage for VaultStorage {
     /// taken over only after its lease expired (check-and-set on the lock's version),
     /// released only by its holder. Polls with jittered backoff for `options.wait`,
     /// then fails with `ErrorKind::Unavailable` naming the id and the holder.
-    async fn lock(
-        &self,
-        id: &CredentialId,
-        options: &LockOptions,
-    ) -> Result<Option<CredentialLock>> {
-        crate::lock::acquire(&self.inner, &self.clock, id, options)
-            .await
-            .map(Some)
+    async fn lock(&self, id: &CredentialId, options: &LockOptions) -> Result<CredentialLock> {
+        crate::lock::acquire(&self.inner, &self.clock, id, options).await
+    }
+
+    /// A lease lock in KV; saves give up after the configured request timeout.
+    fn capabilities(&self) -> StorageCapabilities {
+        StorageCapabilities::lease_lock(Some(self.inner.config.timeout))
     }
 }

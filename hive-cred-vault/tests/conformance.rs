@@ -47,3 +47,17 @@ async fn run_all_in_order() {
     };
     hive_cred_core::testkit::run_all(&storage).await;
 }
+
+/// The lock conformance check on two storages sharing one prefix. A dropped lease is
+/// released in the background at once (a killed holder's lease is taken over at its
+/// TTL: `tests/lock.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_conformance_across_two_storages() {
+    let Some(target) = support::shared() else {
+        return;
+    };
+    let prefix = support::unique_prefix("conformance-lock");
+    let a = support::root_storage(&target, &prefix).await;
+    let b = support::root_storage(&target, &prefix).await;
+    hive_cred_core::testkit::lock_conformance(&a, &b, std::time::Duration::from_secs(10)).await;
+}

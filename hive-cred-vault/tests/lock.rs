@@ -36,7 +36,8 @@ async fn lock_now(
     id: &CredentialId,
     o: &LockOptions,
 ) -> hive_cred_core::Result<hive_cred_core::CredentialLock> {
-    Ok(s.lock(id, o).await?.expect("Vault offers locks"))
+    assert!(s.capabilities().lease_lock, "Vault offers lease locks");
+    s.lock(id, o).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,4 +525,38 @@ async fn two_stores_refresh_once_through_the_vault_lock() {
         );
     }
     assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+}
+
+/// A held lease is renewed while held: a refresh that runs past the TTL (a slow token
+/// endpoint, a save retried while storage is down) keeps the lock, so no second host
+/// refreshes with the same refresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lease_is_renewed_past_its_ttl() {
+    let Some(target) = support::shared() else {
+        return;
+    };
+    let prefix = support::unique_prefix("lock-renew");
+    let a = support::root_storage(&target, &prefix).await;
+    let b = support::root_storage(&target, &prefix).await;
+    let id = unique_id("renew");
+    let ttl = Duration::from_millis(1500);
+    let held = lock_now(&a, &id, &options("slow-holder", ttl, Duration::ZERO))
+        .await
+        .expect("a takes the free lock");
+    // Well past the TTL: three renewals should have happened.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let busy = lock_now(&b, &id, &options("other", ttl, Duration::ZERO))
+        .await
+        .expect_err("the renewed lease is still held");
+    assert_eq!(busy.kind(), ErrorKind::Unavailable, "{busy}");
+    assert_eq!(busy.context_value("holder"), Some("slow-holder"), "{busy}");
+    held.release()
+        .await
+        .expect("the holder releases its renewed lease");
+    lock_now(&b, &id, &options("other", ttl, Duration::ZERO))
+        .await
+        .expect("free after the release")
+        .release()
+        .await
+        .unwrap();
 }

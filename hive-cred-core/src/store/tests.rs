@@ -9,7 +9,6 @@ use chrono::{DateTime, TimeZone, Utc};
 use secrecy::ExposeSecret;
 
 use super::*;
-use crate::testkit::CANARY;
 use crate::{
     CredentialType, ErrorKind, ManualClock, MemoryStorage, MockCredentialProvider,
     MockCredentialStorage,
@@ -537,7 +536,9 @@ async fn save_conflict_after_refresh_adopts_the_other_writers_credential() {
         .times(1)
         .returning(|c| Err(Error::conflict(c.id(), "cas mismatch")));
     storage.expect_backend_name().return_const("mock");
-    storage.expect_lock().returning(|_, _| Ok(None));
+    storage
+        .expect_capabilities()
+        .return_const(crate::StorageCapabilities::none());
     let mut p = mock_provider();
     p.expect_refresh()
         .times(1)
@@ -553,35 +554,6 @@ async fn save_conflict_after_refresh_adopts_the_other_writers_credential() {
         got.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
         "winner-token"
     );
-}
-
-#[tokio::test]
-async fn failed_save_after_refresh_is_an_error_not_an_unsaved_token() {
-    let mut stored = oauth("gh", "old", t0() - chrono::Duration::seconds(1));
-    stored.set_version(1);
-    let mut storage = MockCredentialStorage::new();
-    storage
-        .expect_load()
-        .returning(move |_| Ok(Some(stored.clone())));
-    storage
-        .expect_save()
-        .returning(|_| Err(Error::unavailable("disk full")));
-    storage.expect_backend_name().return_const("mock");
-    storage.expect_lock().returning(|_, _| Ok(None));
-    let mut p = mock_provider();
-    p.expect_refresh()
-        .times(1)
-        .returning(|c| Ok(refreshed(c, CANARY, t0())));
-    let store = CredentialStore::builder()
-        .storage(Arc::new(storage))
-        .provider(Arc::new(p))
-        .clock(Arc::new(ManualClock::new(t0())))
-        .build()
-        .unwrap();
-    let err = store.get("gh").await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unavailable);
-    assert!(err.to_string().contains("could not be saved"));
-    assert!(!format!("{err:?}").contains(CANARY));
 }
 
 #[tokio::test]
@@ -812,11 +784,14 @@ impl CredentialStorage for LockingMemory {
     async fn list(&self) -> Result<Vec<CredentialId>> {
         self.mem.list().await
     }
+    fn capabilities(&self) -> crate::StorageCapabilities {
+        crate::StorageCapabilities::process_lock()
+    }
     async fn lock(
         &self,
         id: &CredentialId,
         options: &LockOptions,
-    ) -> Result<Option<crate::CredentialLock>> {
+    ) -> Result<crate::CredentialLock> {
         self.lock_calls.fetch_add(1, Ordering::SeqCst);
         let m = self
             .locks
@@ -826,7 +801,7 @@ impl CredentialStorage for LockingMemory {
             .or_default()
             .clone();
         match tokio::time::timeout(options.wait, m.lock_owned()).await {
-            Ok(g) => Ok(Some(crate::CredentialLock::new(id.clone(), HeldGuard(g)))),
+            Ok(g) => Ok(crate::CredentialLock::new(id.clone(), HeldGuard(g))),
             Err(_) => Err(Error::unavailable(
                 "timed out waiting for the credential lock",
             )),
@@ -955,6 +930,7 @@ async fn rejection_after_a_lost_race_adopts_the_winners_credential() {
             &(provider.clone() as Arc<dyn CredentialProvider>),
             false,
             b.generation(),
+            &mut None,
         )
         .await
         .unwrap();
@@ -981,7 +957,6 @@ async fn lock_timeout_is_unavailable() {
     let held = storage
         .lock(&"gh".parse().unwrap(), &LockOptions::default())
         .await
-        .unwrap()
         .unwrap();
     let err = store.get("gh").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
@@ -996,4 +971,366 @@ async fn lock_timeout_is_unavailable() {
             .expose_secret(), // EXPOSE: the test compares the secret value.
         "at-1"
     );
+}
+
+// ------------------------------------------------------------------ issue 15 defects
+
+/// MemoryStorage whose next `fail_saves` saves fail with `Unavailable` (a Vault 503, a
+/// full disk), built on the forwarding layer.
+#[derive(Debug)]
+struct FlakySaves {
+    mem: Arc<MemoryStorage>,
+    fail_saves: AtomicUsize,
+    saves: AtomicUsize,
+}
+
+#[async_trait]
+impl crate::StorageLayer for FlakySaves {
+    fn inner(&self) -> &dyn CredentialStorage {
+        &*self.mem
+    }
+    async fn save(&self, c: &CredentialObject) -> Result<()> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        let left = self.fail_saves.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail_saves.store(left - 1, Ordering::SeqCst);
+            return Err(Error::unavailable("injected: storage is down"));
+        }
+        self.mem.save(c).await
+    }
+}
+
+#[derive(Debug, Default)]
+struct Events(Mutex<Vec<(String, AccessOperation, AccessOutcome)>>);
+
+impl AccessHook for Events {
+    fn on_access(&self, e: &AccessEvent<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((e.credential_id.to_string(), e.operation, e.outcome));
+    }
+}
+
+/// Defect 1: a failed save after a successful refresh used to drop the new tokens, so
+/// the next refresh presented the consumed refresh token (invalid_grant, family revoked).
+#[tokio::test(start_paused = true)]
+async fn a_refresh_whose_save_fails_is_served_and_saved_later_never_reused() {
+    let mem = Arc::new(MemoryStorage::new());
+    let storage = Arc::new(FlakySaves {
+        mem: mem.clone(),
+        fail_saves: AtomicUsize::new(0),
+        saves: AtomicUsize::new(0),
+    });
+    let provider = Arc::new(StrictProvider::new());
+    let clock = Arc::new(ManualClock::new(t0()));
+    let events = Arc::new(Events::default());
+    let store = CredentialStore::builder()
+        .storage(storage.clone())
+        .provider(provider.clone())
+        .clock(clock.clone())
+        .access_hook(events.clone())
+        .refresh_policy(no_jitter())
+        .build()
+        .unwrap();
+    let mut seed = oauth("gh", "old", t0() - chrono::Duration::seconds(1));
+    seed.set_key("refresh_token", "rt-1", None).unwrap();
+    store.save(seed).await.unwrap();
+    store.clear_cache();
+    storage.fail_saves.store(3, Ordering::SeqCst);
+
+    // The refresh succeeds, its save fails: the caller still gets the new token.
+    let got = store.get_key("gh", "access_token").await.unwrap();
+    assert_eq!(got.expose_secret(), "at-1"); // EXPOSE: the test compares the secret value.
+    let unsaved = store.unsaved();
+    assert_eq!(unsaved.len(), 1);
+    assert_eq!(unsaved[0].error.kind(), ErrorKind::Unavailable);
+    assert!(
+        events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, op, out)| id == "gh"
+                && *op == AccessOperation::Save
+                && *out == AccessOutcome::Error(ErrorKind::Unavailable))
+    );
+
+    // Inside the new token's window, before the save lands: the next refresh starts
+    // from the kept credential (rt-2), not from storage (rt-1, consumed).
+    store.clear_cache();
+    clock.advance(chrono::Duration::minutes(56));
+    let got = store.get_key("gh", "access_token").await.unwrap();
+    assert_eq!(got.expose_secret(), "at-2"); // EXPOSE: the test compares the secret value.
+    assert!(
+        !provider.revoked.load(Ordering::SeqCst),
+        "no refresh token was reused"
+    );
+
+    // The background retry lands the newest tokens (paused time runs the backoff).
+    for _ in 0..100 {
+        if store.unsaved().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(store.unsaved().is_empty(), "the save landed");
+    let stored = mem.load(&"gh".parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        stored.get_key("refresh_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
+        "rt-3",
+        "storage holds the last refresh token issued"
+    );
+    assert_eq!(provider.requests.load(Ordering::SeqCst), 2);
+    assert!(
+        events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, op, out)| id == "gh"
+                && *op == AccessOperation::Save
+                && *out == AccessOutcome::Ok)
+    );
+}
+
+/// Defect 1, conflict branch: another writer changed a field (not the secrets) while the
+/// refresh ran; the new tokens go on top of its copy instead of being dropped.
+#[tokio::test]
+async fn a_conflicting_edit_of_other_fields_keeps_the_refreshed_tokens() {
+    let mem = Arc::new(MemoryStorage::new());
+    let provider = Arc::new(StrictProvider::new());
+    let store = CredentialStore::builder()
+        .storage(mem.clone())
+        .provider(provider.clone())
+        .clock(Arc::new(ManualClock::new(t0())))
+        .build()
+        .unwrap();
+    store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    let stale = mem.load(&"gh".parse().unwrap()).await.unwrap().unwrap();
+    // Someone edits the description (same secrets) after `stale` was read.
+    let mut edited = stale.clone();
+    edited.set_description(Some("edited".into()));
+    mem.save(&edited).await.unwrap();
+    let got = store
+        .refresh_with(
+            stale,
+            &(provider.clone() as Arc<dyn CredentialProvider>),
+            false,
+            store.generation(),
+            &mut None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.get_key("access_token").unwrap().expose_secret(), "at-1"); // EXPOSE: the test compares the secret value.
+    let stored = mem.load(&"gh".parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.description(), Some("edited"));
+    assert_eq!(
+        stored.get_key("refresh_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
+        "rt-2"
+    );
+    assert_eq!(stored.version(), 3);
+}
+
+/// A provider that panics on its first refresh.
+#[derive(Debug, Default)]
+struct PanicsOnce {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl CredentialProvider for PanicsOnce {
+    fn provider_id(&self) -> &str {
+        "oauth2_provider"
+    }
+    async fn refresh(&self, c: &CredentialObject) -> Result<CredentialObject> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("injected provider panic");
+        }
+        Ok(refreshed(c, "after-panic", t0()))
+    }
+}
+
+/// Defect 2: a panic inside a refresh left its finished flight in the map, failing every
+/// later call of the id until restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_refresh_fails_its_callers_and_the_next_call_tries_again() {
+    let provider = Arc::new(PanicsOnce::default());
+    let f = fixture(Some(provider.clone()), no_jitter());
+    f.store
+        .save(oauth("gh", "old", t0() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    f.store.clear_cache();
+    let err = f.store.get("gh").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unexpected);
+    assert!(err.to_string().contains("panicked"), "{err}");
+    let got = f.store.get("gh").await.unwrap();
+    assert_eq!(
+        got.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
+        "after-panic"
+    );
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+}
+
+/// Defect 3: a token living no longer than the refresh window (Keycloak: 5 minutes) was
+/// due the moment it was issued: never cached, one token request per get.
+#[tokio::test]
+async fn a_five_minute_token_is_cached_and_refreshed_once_per_half_life() {
+    let provider = Arc::new(StrictProvider::new());
+    let f = fixture(Some(provider.clone()), no_jitter());
+    let mut seed = oauth("kc", "old", t0() - chrono::Duration::seconds(1));
+    seed.set_key("refresh_token", "rt-1", None).unwrap();
+    f.store.save(seed).await.unwrap();
+    // Tokens from this provider live 5 minutes.
+    let short = |c: &CredentialObject, n: usize, now: DateTime<Utc>| {
+        let mut c = c.clone();
+        c.set_key(
+            "access_token",
+            format!("at-{n}"),
+            Some(now + chrono::Duration::minutes(5)),
+        )
+        .unwrap();
+        c.set_last_refreshed(now);
+        c
+    };
+    // First get: one refresh; then ten gets within a second: none.
+    let c = f.store.get("kc").await.unwrap();
+    let mut as_issued = short(&c, 1, t0());
+    as_issued.set_version(c.version());
+    f.storage.save(&as_issued).await.unwrap();
+    f.store.clear_cache();
+    let before = provider.requests.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        f.store.get("kc").await.unwrap();
+        f.clock.advance(chrono::Duration::milliseconds(100));
+    }
+    assert_eq!(
+        provider.requests.load(Ordering::SeqCst),
+        before,
+        "cached, not refreshed"
+    );
+    // Past half its life it is refreshed once.
+    f.clock.set(t0() + chrono::Duration::seconds(151));
+    f.store.get("kc").await.unwrap();
+    f.store.get("kc").await.unwrap();
+    assert_eq!(provider.requests.load(Ordering::SeqCst), before + 1);
+}
+
+/// The minimum interval: a credential refreshed moments ago is not refreshed again while
+/// valid, even inside its window; the keep-alive refreshes an idle credential.
+#[test]
+fn min_interval_and_keep_alive_set_when_a_refresh_is_due() {
+    let policy = RefreshPolicy::default()
+        .with_min_interval(chrono::Duration::seconds(30))
+        .with_keep_alive(Some(chrono::Duration::days(7)));
+    let mut c = oauth("x", "t", t0() + chrono::Duration::seconds(20));
+    c.set_last_refreshed(t0());
+    // Lifetime 20 s: window 10 s -> due at +10 s, but the floor is +30 s; past expiry (+20 s)
+    // the floor does not hold.
+    assert_eq!(
+        policy.refresh_due_at(&c),
+        Some(t0() + chrono::Duration::seconds(20))
+    );
+    c.set_key("access_token", "t", Some(t0() + chrono::Duration::days(30)))
+        .unwrap();
+    assert_eq!(
+        policy.refresh_due_at(&c),
+        Some(t0() + chrono::Duration::days(7))
+    );
+    let per_provider =
+        RefreshPolicy::default().with_provider_window("oauth2_provider", chrono::Duration::days(1));
+    c.set_key("access_token", "t", Some(t0() + chrono::Duration::days(4)))
+        .unwrap();
+    assert_eq!(
+        per_provider.refresh_due_at(&c),
+        Some(t0() + chrono::Duration::days(3))
+    );
+}
+
+/// Defect 5: a failed `resolve` left no audit record.
+#[tokio::test]
+async fn every_resolve_is_audited_failures_included() {
+    let events = Arc::new(Events::default());
+    let store = CredentialStore::builder()
+        .storage(Arc::new(MemoryStorage::new()))
+        .access_hook(events.clone())
+        .build()
+        .unwrap();
+    let mut c = CredentialObject::new("brave", CredentialType::ApiKey).unwrap();
+    c.set_key("api_key", "BSA-0123456789", None).unwrap();
+    store.save(c).await.unwrap();
+    store.resolve("{{brave.api_key}}").await.unwrap();
+    assert_eq!(
+        store.resolve("{{nope.api_key}}").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        store.resolve("{{brave.missing}}").await.unwrap_err().kind(),
+        ErrorKind::KeyNotFound
+    );
+    assert!(store.resolve("{{unclosed").await.is_err());
+    let resolves: Vec<_> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, op, _)| *op == AccessOperation::Resolve)
+        .cloned()
+        .collect();
+    assert_eq!(
+        resolves,
+        vec![
+            ("brave".into(), AccessOperation::Resolve, AccessOutcome::Ok),
+            (
+                "nope".into(),
+                AccessOperation::Resolve,
+                AccessOutcome::Error(ErrorKind::NotFound)
+            ),
+            (
+                "brave".into(),
+                AccessOperation::Resolve,
+                AccessOutcome::Error(ErrorKind::KeyNotFound)
+            ),
+            (
+                "".into(),
+                AccessOperation::Resolve,
+                AccessOutcome::Error(ErrorKind::InvalidInput)
+            ),
+        ]
+    );
+}
+
+/// A lease TTL that one refresh can outlive is refused when the store is built.
+#[test]
+fn a_lease_ttl_shorter_than_a_refresh_is_a_config_error() {
+    #[derive(Debug)]
+    struct Leases(MemoryStorage);
+    #[async_trait]
+    impl crate::StorageLayer for Leases {
+        fn inner(&self) -> &dyn CredentialStorage {
+            &self.0
+        }
+        fn capabilities(&self) -> crate::StorageCapabilities {
+            crate::StorageCapabilities::lease_lock(Some(Duration::from_secs(10)))
+        }
+    }
+    let mut p = mock_provider();
+    p.expect_request_timeout()
+        .return_const(Some(Duration::from_secs(30)));
+    let p: Arc<dyn CredentialProvider> = Arc::new(p);
+    let build = |ttl: u64| {
+        CredentialStore::builder()
+            .storage(Arc::new(Leases(MemoryStorage::new())))
+            .provider(p.clone())
+            .lock_options(LockOptions::new().with_ttl(Duration::from_secs(ttl)))
+            .build()
+    };
+    let err = build(50).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("lock TTL"), "{err}");
+    assert!(build(56).is_ok(), "30 s + 2 x 10 s + 5 s = 55 s");
 }
