@@ -49,8 +49,11 @@ fn params(shared: &Shared, endpoint: &StrictEndpoint, id: &str, coord: &std::pat
         coord_dir: coord.to_owned(),
         tasks: TASKS,
         rounds: (0, 1),
-        lock_ttl_ms: 60_000,
+        lock_ttl_secs: 60,
         window_secs: 300,
+        min_interval_secs: None,
+        provider_timeout_secs: 30,
+        vault_timeout_ms: 10_000,
         file_clock: false,
     }
 }
@@ -207,7 +210,9 @@ async fn vault_8_processes_x_50_tasks_make_one_token_request() {
 /// dies with its holder; Vault: once the 3 s lease has expired), make exactly one more
 /// token request, and the family is not revoked.
 async fn killed_holder(shared: Shared, backend: &str) {
-    let ttl = Duration::from_secs(3);
+    // The lease must outlast the provider's timeout (2 s) + Vault's load and save
+    // (2 x 1 s) + the 5 s margin, or the runtime refuses to build.
+    let ttl = Duration::from_secs(10);
     let endpoint = StrictEndpoint::start(3600).await;
     endpoint.set_delay(Duration::from_secs(120));
     let id = format!("killed-{:016x}", rand::random::<u64>());
@@ -222,7 +227,9 @@ async fn killed_holder(shared: Shared, backend: &str) {
         .unwrap();
     let coord = tempfile::tempdir().unwrap();
     let mut p = params(&shared, &endpoint, &id, coord.path());
-    p.lock_ttl_ms = ttl.as_millis() as u64;
+    p.lock_ttl_secs = ttl.as_secs();
+    p.provider_timeout_secs = 2;
+    p.vault_timeout_ms = 1_000;
     let mut victim_params = p.clone();
     victim_params.tasks = 1;
     let mut victim = Proc::spawn(CHILD, &victim_params, shared.key_b64.as_deref());
@@ -372,4 +379,68 @@ async fn vault_twenty_expiries_one_request_each_with_processes_coming_and_going(
     };
     let _serial = SERIAL.lock().await;
     rotations(shared, "vault").await;
+}
+
+/// 8 processes x 50 tasks, each process an agent built with `AgentRuntime::from_env()`,
+/// over 20 real expiries: tokens live 4 s, so the effective window is 2 s (half the
+/// lifetime) and each round starts 2.3 s after the previous refresh, inside the window
+/// and before expiry. Exactly one token request per expiry, never a reuse, everyone on
+/// the newest token, and storage holds the last refresh token issued.
+async fn expiries_through_from_env(shared: Shared, backend: &str) {
+    const ROUNDS: u32 = 20;
+    const PROCESSES: usize = 8;
+    let endpoint = StrictEndpoint::start(4).await;
+    let id = format!("from-env-{:016x}", rand::random::<u64>());
+    shared
+        .storage
+        .save(&seed_credential(
+            &id,
+            endpoint.current_refresh_token(),
+            Utc::now(),
+        ))
+        .await
+        .unwrap();
+    let coord = tempfile::tempdir().unwrap();
+    let mut p = params(&shared, &endpoint, &id, coord.path());
+    p.rounds = (0, ROUNDS);
+    p.min_interval_secs = Some(0);
+    let procs = spawn_ready(PROCESSES, &p, &shared);
+    for round in 0..ROUNDS {
+        go(coord.path(), round);
+        let results: Vec<RoundResult> = procs.iter().map(Proc::result).collect();
+        assert!(results.iter().all(|r| r.round == round));
+        let counts = endpoint.counts();
+        assert_eq!(
+            (
+                counts.commits,
+                counts.arrivals,
+                counts.invalid_grants,
+                counts.revoked
+            ),
+            (u64::from(round) + 1, u64::from(round) + 1, 0, false),
+            "{backend}: round {round}: one token request per expiry across {PROCESSES} agents"
+        );
+        assert_all_have_the_latest(&results, &endpoint, &format!("{backend} round {round}"));
+        // Into the next token's window (it refreshes at 2 s of its 4 s life).
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+    }
+    for proc in procs {
+        proc.finish();
+    }
+    assert_persisted(&shared, &id, &endpoint).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_agents_from_env_20_expiries_one_token_request_each() {
+    let _serial = SERIAL.lock().await;
+    expiries_through_from_env(local_shared().await, "local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_agents_from_env_20_expiries_one_token_request_each() {
+    let Some(shared) = vault_shared().await else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    expiries_through_from_env(shared, "vault").await;
 }

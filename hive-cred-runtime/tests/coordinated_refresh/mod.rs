@@ -3,7 +3,10 @@
 //!
 //! Children are this test binary re-executed with `--exact <child test> --nocapture
 //! --test-threads=1` and [`PARAMS_ENV`] holding their [`Params`] as JSON; the child tests
-//! return at once when it is absent. A child builds its own `CredentialStore`, prints
+//! return at once when it is absent. A child builds its `AgentRuntime` the way an agent
+//! does, with `AgentRuntime::from_env()` (backend, key and config file from the
+//! environment [`Proc::spawn`] sets; only the shared-file-clock variant assembles the
+//! same runtime with `AgentRuntime::builder()` to inject the clock), prints
 //! `HIVE_CR_READY`, waits for the start file of a round to appear (all children start at
 //! the same moment), runs its tasks' `get`s concurrently and prints one
 //! `HIVE_CR_RESULT {json}` line per round. Token values are never printed: only
@@ -21,13 +24,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use hive_cred_core::lock::LockOptions;
 use hive_cred_core::{
     Clock, CredentialObject, CredentialStorage, CredentialStore, CredentialType, ExposeSecret,
-    RefreshPolicy, SystemClock,
+    SystemClock,
 };
 use hive_cred_local::{KeySource, LocalStorage};
-use hive_cred_oauth::{OAuth2Config, OAuth2Provider};
+use hive_cred_runtime::{AgentRuntime, Backend as RuntimeBackend, RuntimeConfig};
 use hive_cred_vault::{VaultAuth, VaultConfig, VaultStorage};
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +59,8 @@ pub fn unix_nanos() -> u128 {
 /// Where the children's credential lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Backend {
-    /// `LocalStorage` in `dir`; the raw key comes in `HIVE_CREDENTIAL_KEY`.
+    /// `LocalStorage` in `dir` (`$HIVE_HOME/credentials`); the raw key comes in
+    /// `HIVE_CREDENTIAL_KEY`.
     Local { dir: PathBuf },
     /// `VaultStorage` at `addr` under `prefix`.
     Vault {
@@ -79,8 +82,14 @@ pub struct Params {
     pub tasks: usize,
     /// The rounds this child takes part in, `first..end`.
     pub rounds: (u32, u32),
-    pub lock_ttl_ms: u64,
+    pub lock_ttl_secs: u64,
     pub window_secs: i64,
+    /// `[refresh] min_interval_secs` (the default when `None`).
+    pub min_interval_secs: Option<u64>,
+    /// The OAuth2 provider's request timeout (`timeout_secs`).
+    pub provider_timeout_secs: u64,
+    /// The Vault request timeout (`HIVE_VAULT_TIMEOUT`), in milliseconds.
+    pub vault_timeout_ms: u64,
     /// Read the time from `coord_dir/clock` (Unix millis) instead of the system clock.
     pub file_clock: bool,
 }
@@ -135,56 +144,44 @@ impl Clock for FileClock {
 
 // ---------------------------------------------------------------- child side
 
-async fn storage_for(backend: &Backend) -> Arc<dyn CredentialStorage> {
-    match backend {
-        Backend::Local { dir } => Arc::new(
-            LocalStorage::open(
-                dir,
-                KeySource::from_env().expect("HIVE_CREDENTIAL_KEY for the child"),
-            )
+/// The child's runtime: `AgentRuntime::from_env()`, or with the shared file clock the
+/// same pieces (`Backend::select`/`open`, the config file) assembled with the clock.
+async fn child_runtime(p: &Params) -> (CredentialStore, Arc<dyn Clock>) {
+    if !p.file_clock {
+        let runtime = AgentRuntime::from_env()
             .await
-            .expect("open the shared local store"),
-        ),
-        Backend::Vault {
-            addr,
-            token,
-            prefix,
-        } => {
-            let config = VaultConfig::new(addr, VaultAuth::token(token.clone()))
-                .expect("vault address")
-                .with_path_prefix(prefix)
-                .expect("vault prefix");
-            Arc::new(VaultStorage::new(config).await.expect("connect to Vault"))
-        }
+            .expect("AgentRuntime::from_env in the child");
+        return (runtime.credential_store.clone(), Arc::new(SystemClock));
     }
+    let clock: Arc<dyn Clock> = Arc::new(FileClock::new(&p.coord_dir));
+    let env = |name: &str| std::env::var(name).ok();
+    let backend = RuntimeBackend::select(&env, None).expect("backend from the environment");
+    let storage = backend.open(&env).await.expect("open the backend");
+    let config = RuntimeConfig::load(std::env::var("HIVE_CRED_CONFIG").expect("config path"))
+        .expect("the child's config file");
+    let runtime = AgentRuntime::builder()
+        .storage(storage)
+        .config(config)
+        .clock(clock.clone())
+        .build()
+        .await
+        .expect("build the runtime");
+    (runtime.credential_store.clone(), clock)
 }
 
-async fn child_store(p: &Params) -> (CredentialStore, Arc<dyn Clock>) {
-    let clock: Arc<dyn Clock> = if p.file_clock {
-        Arc::new(FileClock::new(&p.coord_dir))
-    } else {
-        Arc::new(SystemClock)
-    };
-    let provider = OAuth2Provider::new(OAuth2Config::new(
-        PROVIDER,
-        &p.token_url,
-        "hive-coordinated-refresh",
-    ))
-    .expect("provider config")
-    .with_clock(clock.clone());
-    let store = CredentialStore::builder()
-        .storage(storage_for(&p.backend).await)
-        .provider(Arc::new(provider))
-        .clock(clock.clone())
-        .refresh_policy(RefreshPolicy::new().with_window(chrono::Duration::seconds(p.window_secs)))
-        .lock_options(
-            LockOptions::new()
-                .with_ttl(Duration::from_millis(p.lock_ttl_ms))
-                .with_wait(Duration::from_secs(70)),
-        )
-        .build()
-        .expect("build the store");
-    (store, clock)
+/// The runtime config file a child reads (`HIVE_CRED_CONFIG`).
+fn config_toml(p: &Params) -> String {
+    let mut refresh = format!(
+        "window_secs = {}\nlock_ttl_secs = {}\nlock_wait_secs = 70\n",
+        p.window_secs, p.lock_ttl_secs
+    );
+    if let Some(m) = p.min_interval_secs {
+        refresh.push_str(&format!("min_interval_secs = {m}\n"));
+    }
+    format!(
+        "[refresh]\n{refresh}\n[[providers]]\nprovider_id = \"{PROVIDER}\"\ntoken_url = \"{}\"\nclient_id = \"hive-coordinated-refresh\"\ntimeout_secs = {}\n",
+        p.token_url, p.provider_timeout_secs
+    )
 }
 
 fn go_file(coord_dir: &Path, round: u32) -> PathBuf {
@@ -205,7 +202,7 @@ pub async fn run_child() {
         return;
     };
     let p: Params = serde_json::from_str(&raw).expect("child params");
-    let (store, clock) = child_store(&p).await;
+    let (store, clock) = child_runtime(&p).await;
     println!("{READY}");
     for round in p.rounds.0..p.rounds.1 {
         wait_for_file(&go_file(&p.coord_dir, round)).await;
@@ -258,15 +255,44 @@ pub struct Proc {
 impl Proc {
     /// Starts the child test `test` with `params`.
     pub fn spawn(test: &str, params: &Params, key_b64: Option<&str>) -> Proc {
+        let config = params
+            .coord_dir
+            .join(format!("config-{:016x}.toml", rand::random::<u64>()));
+        std::fs::write(&config, config_toml(params)).expect("write the child's config file");
         let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
         cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env(PARAMS_ENV, serde_json::to_string(params).expect("params"))
+            .env("HIVE_CRED_CONFIG", &config)
             .env_remove("HIVE_CREDENTIAL_PASSPHRASE")
+            .env_remove("HIVE_CRED_AUDIT_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(k) = key_b64 {
             cmd.env("HIVE_CREDENTIAL_KEY", k);
+        }
+        match &params.backend {
+            Backend::Local { dir } => {
+                cmd.env(
+                    "HIVE_HOME",
+                    dir.parent()
+                        .expect("the store sits in $HIVE_HOME/credentials"),
+                )
+                .env_remove("HIVE_VAULT_ADDR");
+            }
+            Backend::Vault {
+                addr,
+                token,
+                prefix,
+            } => {
+                cmd.env("HIVE_VAULT_ADDR", addr)
+                    .env("HIVE_VAULT_TOKEN", token)
+                    .env("HIVE_VAULT_PATH", prefix)
+                    .env(
+                        "HIVE_VAULT_TIMEOUT",
+                        format!("{}ms", params.vault_timeout_ms),
+                    );
+            }
         }
         let mut child = cmd.spawn().expect("spawn a child test process");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -360,15 +386,14 @@ pub struct Shared {
 /// A fresh local store in a temp dir with a random raw key.
 pub async fn local_shared() -> Shared {
     let dir = tempfile::tempdir().expect("temp dir");
+    let store_dir = dir.path().join("credentials");
     let (key, b64) = KeySource::generate().expect("generate a key");
-    let storage = LocalStorage::open(dir.path(), key)
+    let storage = LocalStorage::open(&store_dir, key)
         .await
         .expect("open local store");
     Shared {
         storage: Arc::new(storage),
-        backend: Backend::Local {
-            dir: dir.path().to_owned(),
-        },
+        backend: Backend::Local { dir: store_dir },
         // EXPOSE: handed to the child processes in HIVE_CREDENTIAL_KEY, as an operator would.
         key_b64: Some(b64.expose_secret().to_owned()),
         _dir: Some(dir),
