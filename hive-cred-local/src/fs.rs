@@ -72,9 +72,9 @@ fn not_regular(role: Role, path: &Path, what: &str) -> Error {
 
 /// Opens the existing `path` for reading (`write`: and writing) with the checks described
 /// in the module docs. `Ok(None)` when nothing is there.
-pub(crate) fn open_regular(path: &Path, role: Role) -> Result<Option<File>> {
+pub(crate) fn open_regular(path: &Path, role: Role) -> Result<Option<(File, fs::Metadata)>> {
     match open_checked(path, role, false) {
-        Ok(file) => Ok(Some(file)),
+        Ok(opened) => Ok(Some(opened)),
         Err(OpenError::Absent) => Ok(None),
         Err(OpenError::Refused(e)) => Err(e),
     }
@@ -84,7 +84,7 @@ pub(crate) fn open_regular(path: &Path, role: Role) -> Result<Option<File>> {
 /// the same checks.
 pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
     match open_checked(path, Role::Lock, true) {
-        Ok(file) => Ok(file),
+        Ok((file, _)) => Ok(file),
         Err(OpenError::Absent) => Err(Error::new(
             hive_cred_core::ErrorKind::Unexpected,
             "a lock file opened with create was absent",
@@ -103,7 +103,7 @@ fn open_checked(
     path: &Path,
     role: Role,
     create_lock: bool,
-) -> std::result::Result<File, OpenError> {
+) -> std::result::Result<(File, fs::Metadata), OpenError> {
     let file = open_raw(path, create_lock).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => OpenError::Absent,
         _ if is_symlink_error(&e) => OpenError::Refused(not_regular(role, path, "a symbolic link")),
@@ -132,7 +132,7 @@ fn open_checked(
             ));
         }
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 #[cfg(unix)]
@@ -216,15 +216,11 @@ fn link_count(meta: &fs::Metadata) -> u64 {
 /// plus one to detect oversize files, which the format parsers then reject. `Ok(None)`
 /// when the file is absent.
 pub(crate) fn read_regular(path: &Path, role: Role, max: usize) -> Result<Option<Vec<u8>>> {
-    let Some(file) = open_regular(path, role)? else {
+    let Some((file, meta)) = open_regular(path, role)? else {
         return Ok(None);
     };
     let limit = max.saturating_add(1);
-    let hint = file
-        .metadata()
-        .ok()
-        .and_then(|m| usize::try_from(m.len()).ok())
-        .map_or(0, |n| n.saturating_add(1));
+    let hint = usize::try_from(meta.len()).map_or(0, |n| n.saturating_add(1));
     let mut bytes = Vec::with_capacity(hint.min(limit));
     file.take(u64::try_from(limit).unwrap_or(u64::MAX))
         .read_to_end(&mut bytes)
