@@ -52,7 +52,12 @@ impl Inner {
         let keys = self.install_keys(staged);
         self.set_source(new);
         tracing::info!(dir = %self.dir.display(), "changed the credential store's passphrase or key");
-        self.finish_rotation(&keys)
+        self.finish_rotation(&keys).map_err(|e| {
+            e.with_message_prefix(
+                "the passphrase or key was changed (only the new one opens the store now), \
+                 but re-encrypting the records under a fresh data key did not finish",
+            )
+        })
     }
 
     pub(crate) fn rotate_data_key(&self) -> Result<RotationReport> {

@@ -81,11 +81,13 @@ async fn canary_never_leaks() {
         .unwrap_err(),
     );
     // Damaged records stop the rotation a passphrase change includes, and a later one.
-    record(
-        s.change_passphrase(KeySource::Passphrase(format!("{CANARY}-2").into()))
-            .await
-            .unwrap_err(),
-    );
+    let err = s
+        .change_passphrase(KeySource::Passphrase(format!("{CANARY}-2").into()))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("only the new one opens"), "{err}");
+    assert!(err.message().contains("rotate again"), "{err}");
+    record(err);
     record(s.rotate_data_key().await.unwrap_err());
     record(KeySource::from_lookup(|_| Some(format!("!{CANARY}"))).unwrap_err());
 
