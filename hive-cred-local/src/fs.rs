@@ -424,6 +424,14 @@ mod tests {
         assert_eq!(unhex::<4>("0001ABFF"), None);
         assert_eq!(unhex::<4>("0001abf"), None);
         assert_eq!(unhex::<2>("zz00"), None);
+        for b in 0u8..128 {
+            let digit = matches!(b, b'0'..=b'9' | b'a'..=b'f');
+            for text in [format!("{}0", b as char), format!("0{}", b as char)] {
+                assert_eq!(unhex::<1>(&text).is_some(), digit, "{text:?}");
+            }
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex::<256>(&hex(&all)).map(|b| b.to_vec()), Some(all));
     }
 
     #[test]
