@@ -89,13 +89,6 @@ fn bench(c: &mut Criterion) {
     oauth
         .set_key("refresh_token", "ghr_".repeat(10), None)
         .expect("key");
-    let json = hive_cred_core::codec::to_stored_json(&oauth).expect("encode");
-    c.bench_function("codec/decode_oauth2", |b| {
-        b.iter(|| hive_cred_core::codec::from_stored_json(black_box(&json)).expect("decode"))
-    });
-    c.bench_function("codec/encode_oauth2", |b| {
-        b.iter(|| hive_cred_core::codec::to_stored_json(black_box(&oauth)).expect("encode"))
-    });
     let bin = hive_cred_core::codec::to_stored_bytes(&oauth).expect("encode");
     c.bench_function("codec/decode_binary_oauth2", |b| {
         b.iter(|| hive_cred_core::codec::from_stored(black_box(&bin)).expect("decode"))

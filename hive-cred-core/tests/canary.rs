@@ -95,10 +95,9 @@ async fn canary_never_in_debug_display_serde_errors_or_tracing() {
         c.key("access_token").unwrap().to_string(),
     ];
     // The codec is the audited exception: it must contain the value, and its errors not.
-    let stored = codec::to_stored_json(&c).unwrap();
+    let stored = codec::to_stored_bytes(&c).unwrap();
     assert!(String::from_utf8_lossy(&stored).contains(CANARY));
-    let broken = String::from_utf8_lossy(&stored).replace("\"v\":1", "\"v\":true");
-    let err = codec::from_stored_json(broken.as_bytes()).unwrap_err();
+    let err = codec::from_stored(&stored[..stored.len() - 1]).unwrap_err();
     outputs.push(format!("{err} {err:?}"));
 
     store.save(c).await.unwrap();

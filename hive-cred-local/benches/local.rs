@@ -1,18 +1,33 @@
-//! Benchmarks of the local store's hot paths.
+//! Benchmarks at the level users call: `CredentialStore` over `LocalStorage`, with
+//! baselines measured in the same run and group.
 //!
-//! Run: `cargo bench -p hive-cred-local -- --warm-up-time 1 --measurement-time 3`.
-//! Populating the 10,000-credential store takes a while (every save is durable).
-//! "Cold" means a freshly opened handle (no cached ids, as in a new process) on a store
-//! unchanged for over 2 s (see names.index in the README); the OS page cache is warm.
+//! Run: `cargo bench -p hive-cred-local --bench local -- --warm-up-time 1 --measurement-time 3`.
+//! `HIVE_BENCH_SIZES=1000,10000` sets the store sizes (default 1000; every save of the
+//! population is durable, so 10,000 takes a while).
+//!
+//! - `get_cold_<n>`: the first `get` of each credential on a freshly opened store (a new
+//!   `LocalStorage` handle with a raw key and a new `CredentialStore`, as in a new
+//!   process), per credential. Baselines: the same through `MemoryStorage` (the store's
+//!   own miss path), and the backend's `load` alone on a fresh handle.
+//! - `get_warm_<n>`: a cached `get`.
+//! - `list_fresh_<n>`: `list` through a new store on a new handle; baselines: the same on
+//!   `MemoryStorage`, and `std::fs::read_dir` of the store directory.
+//! - `save_<n>`: a durable save through the store; baseline: the bare
+//!   write + fsync + rename + fsync(dir) of a 400-byte file.
+//! - `open`: diagnostics of `LocalStorage::open` (raw key, and scrypt at the default cost).
 #![allow(clippy::unwrap_used)] // benchmark setup: a panic is the failure report
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use hive_cred_core::{CredentialId, CredentialObject, CredentialStorage, CredentialType};
-use hive_cred_local::{KeySource, LocalStorage, LocalStorageOptions, RawKey};
+use criterion::{Criterion, criterion_group, criterion_main};
+use hive_cred_core::{
+    CredentialId, CredentialObject, CredentialStorage, CredentialStore, CredentialType,
+    MemoryStorage,
+};
+use hive_cred_local::{KeySource, LocalStorage, RawKey};
 use secrecy::SecretString;
 use tokio::runtime::Runtime;
 
@@ -37,7 +52,7 @@ fn credential(i: usize) -> CredentialObject {
     c.set_key(
         "access_token",
         format!("gho_{i:036}"),
-        Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+        Some(chrono::Utc::now() + chrono::Duration::hours(24)),
     )
     .unwrap();
     c.set_key("refresh_token", format!("ghr_{i:036}"), None)
@@ -45,13 +60,190 @@ fn credential(i: usize) -> CredentialObject {
     c
 }
 
-async fn populate(dir: &Path, n: usize) -> LocalStorage {
-    let s = LocalStorage::open(dir, key()).await.unwrap();
-    let existing = s.list().await.unwrap().len();
+async fn populate(storage: &dyn CredentialStorage, n: usize) {
+    let existing = storage.list().await.unwrap().len();
     for i in existing..n {
-        s.save(&credential(i)).await.unwrap();
+        storage.save(&credential(i)).await.unwrap();
     }
-    s
+}
+
+fn store_over(storage: Arc<dyn CredentialStorage>) -> CredentialStore {
+    CredentialStore::builder().storage(storage).build().unwrap()
+}
+
+async fn fresh_local(dir: &Path) -> LocalStorage {
+    LocalStorage::open(dir, key()).await.unwrap()
+}
+
+/// Times `iters` first reads, one per credential, on fresh handles: `fresh()` makes one
+/// (not timed) every `ids.len()` reads, so that no read repeats on a handle.
+fn cold<H, F, R>(
+    rt: &Runtime,
+    ids: &[CredentialId],
+    iters: u64,
+    fresh: impl Fn() -> F,
+    read: impl Fn(H, CredentialId) -> R,
+) -> Duration
+where
+    H: Clone,
+    F: std::future::Future<Output = H>,
+    R: std::future::Future<Output = ()>,
+{
+    rt.block_on(async {
+        let mut timed = Duration::ZERO;
+        let mut handle = None;
+        for i in 0..iters as usize {
+            let at = i % ids.len();
+            if at == 0 {
+                handle = Some(fresh().await);
+            }
+            let h = handle.clone().unwrap();
+            let start = Instant::now();
+            read(h, ids[at].clone()).await;
+            timed += start.elapsed();
+        }
+        timed
+    })
+}
+
+fn bench_size(c: &mut Criterion, rt: &Runtime, n: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("credentials");
+    let memory: Arc<dyn CredentialStorage> = Arc::new(MemoryStorage::new());
+    rt.block_on(async {
+        populate(&fresh_local(&dir).await, n).await;
+        populate(memory.as_ref(), n).await;
+    });
+    // Let the kernel write back the population before timing.
+    let _ = std::process::Command::new("sync").status();
+    let ids: Vec<CredentialId> = (0..n)
+        .map(|i| CredentialId::new(&format!("cred-{i:05}")).unwrap())
+        .collect();
+
+    let mut g = c.benchmark_group(format!("get_cold_{n}"));
+    g.bench_function("store_over_local", |b| {
+        b.iter_custom(|iters| {
+            cold(
+                rt,
+                &ids,
+                iters,
+                || async { store_over(Arc::new(fresh_local(&dir).await)) },
+                |store, id| async move {
+                    store.get(id.as_str()).await.unwrap();
+                },
+            )
+        })
+    });
+    g.bench_function("baseline_store_over_memory", |b| {
+        b.iter_custom(|iters| {
+            cold(
+                rt,
+                &ids,
+                iters,
+                || async { store_over(Arc::clone(&memory)) },
+                |store, id| async move {
+                    store.get(id.as_str()).await.unwrap();
+                },
+            )
+        })
+    });
+    g.bench_function("baseline_local_load", |b| {
+        b.iter_custom(|iters| {
+            cold(
+                rt,
+                &ids,
+                iters,
+                || fresh_local(&dir),
+                |local, id| async move {
+                    local.load(&id).await.unwrap().unwrap();
+                },
+            )
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("get_warm_{n}"));
+    let store = rt.block_on(async { store_over(Arc::new(fresh_local(&dir).await)) });
+    rt.block_on(store.get("cred-00007")).unwrap();
+    g.bench_function("store_over_local", |b| {
+        b.to_async(rt)
+            .iter(|| async { store.get("cred-00007").await.unwrap() })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("list_fresh_{n}"));
+    g.sample_size(20);
+    let one = [CredentialId::new("cred-00000").unwrap()];
+    g.bench_function("store_over_local", |b| {
+        b.iter_custom(|iters| {
+            cold(
+                rt,
+                &one,
+                iters,
+                || async { store_over(Arc::new(fresh_local(&dir).await)) },
+                |store, _| async move {
+                    assert_eq!(store.list().await.unwrap().len(), n);
+                },
+            )
+        })
+    });
+    g.bench_function("baseline_store_over_memory", |b| {
+        b.iter_custom(|iters| {
+            cold(
+                rt,
+                &one,
+                iters,
+                || async { store_over(Arc::clone(&memory)) },
+                |store, _| async move {
+                    assert_eq!(store.list().await.unwrap().len(), n);
+                },
+            )
+        })
+    });
+    g.bench_function("baseline_read_dir", |b| {
+        b.iter(|| std::fs::read_dir(&dir).unwrap().count())
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("save_{n}"));
+    g.sample_size(20);
+    let store = rt.block_on(async { store_over(Arc::new(fresh_local(&dir).await)) });
+    let mut current = rt.block_on(store.get("cred-00003")).unwrap();
+    g.bench_function("store_over_local_durable", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    current = store.save((*current).clone()).await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("baseline_write_fsync_rename_fsync_dir", |b| {
+        let scratch = tempfile::tempdir_in(&dir).unwrap();
+        let target = scratch.path().join("f");
+        b.iter(|| {
+            let tmp = scratch.path().join("t");
+            let mut f = std::fs::File::create(&tmp).unwrap();
+            std::io::Write::write_all(&mut f, &[7u8; 400]).unwrap();
+            f.sync_all().unwrap();
+            std::fs::rename(&tmp, &target).unwrap();
+            std::fs::File::open(scratch.path())
+                .unwrap()
+                .sync_all()
+                .unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn bench_sizes(c: &mut Criterion) {
+    let rt = runtime();
+    let sizes = std::env::var("HIVE_BENCH_SIZES").unwrap_or_else(|_| "1000".into());
+    for n in sizes.split(',').map(|s| s.trim().parse::<usize>().unwrap()) {
+        bench_size(c, &rt, n);
+    }
 }
 
 fn bench_open(c: &mut Criterion) {
@@ -62,6 +254,8 @@ fn bench_open(c: &mut Criterion) {
         let s = LocalStorage::open(tmp.path(), pass()).await.unwrap();
         s.save(&credential(0)).await.unwrap();
     });
+    let raw = tempfile::tempdir().unwrap();
+    rt.block_on(async { populate(&fresh_local(raw.path()).await, 1).await });
     let mut g = c.benchmark_group("open");
     g.sample_size(10);
     g.bench_function("passphrase_scrypt_17_8_1", |b| {
@@ -69,203 +263,15 @@ fn bench_open(c: &mut Criterion) {
             .iter(|| async { LocalStorage::open(tmp.path(), pass()).await.unwrap() })
     });
     g.bench_function("raw_key", |b| {
-        let raw = tempfile::tempdir().unwrap();
-        rt.block_on(populate(raw.path(), 1));
         b.to_async(&rt)
-            .iter(|| async { LocalStorage::open(raw.path(), key()).await.unwrap() })
+            .iter(|| async { fresh_local(raw.path()).await })
     });
     g.finish();
-}
-
-fn bench_store(c: &mut Criterion, n: usize, rt: &Runtime, dir: &Path) {
-    let s = rt.block_on(populate(dir, n));
-    // Populating leaves thousands of inodes and blocks for the kernel to write back,
-    // which would otherwise run during (and slow down) the first benchmarks below.
-    let _ = std::process::Command::new("sync").status();
-    let mut g = c.benchmark_group(format!("store_{n}"));
-
-    let id = CredentialId::new("cred-00007").unwrap();
-    // Loads after the first read the record file kept open (see
-    // `with_kept_open_records`)...
-    g.bench_function("load_one", |b| {
-        b.to_async(rt)
-            .iter(|| async { s.load(&id).await.unwrap().unwrap() })
-    });
-    // ... and without kept files, every load opens the record file.
-    let options = LocalStorageOptions::new().with_kept_open_records(0);
-    let opening = rt
-        .block_on(LocalStorage::open_with(dir, key(), options))
-        .unwrap();
-    g.bench_function("load_one_files_not_kept", |b| {
-        b.to_async(rt)
-            .iter(|| async { opening.load(&id).await.unwrap().unwrap() })
-    });
-
-    // Floors of this machine, for reading the figures above: the raw syscalls alone.
-    let record = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "cred"))
-        .unwrap();
-    g.bench_function("baseline_fs_read_one_file", |b| {
-        b.iter(|| std::fs::read(&record).unwrap())
-    });
-    g.bench_function("baseline_write_fsync_rename_fsync_dir", |b| {
-        let scratch = tempfile::tempdir_in(dir.parent().unwrap()).unwrap();
-        let target = scratch.path().join("f");
-        b.iter(|| {
-            let tmp = scratch.path().join("t");
-            let mut f = std::fs::File::create(&tmp).unwrap();
-            std::io::Write::write_all(&mut f, &[7u8; 400]).unwrap();
-            f.sync_data().unwrap();
-            std::fs::rename(&tmp, &target).unwrap();
-            std::fs::File::open(scratch.path())
-                .unwrap()
-                .sync_all()
-                .unwrap();
-        })
-    });
-
-    let mut target = rt.block_on(s.load(&id)).unwrap().unwrap();
-    g.bench_function("save_durable", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    s.save(&target).await.unwrap();
-                    let next = target.version() + 1;
-                    target.set_version(next);
-                }
-                start.elapsed()
-            })
-        })
-    });
-
-    if n >= 10_000 {
-        rt.block_on(s.list()).unwrap();
-        g.bench_function("baseline_read_dir", |b| {
-            b.iter(|| std::fs::read_dir(dir).unwrap().count())
-        });
-        g.bench_function("list_warm", |b| {
-            b.to_async(rt).iter(|| async { s.list().await.unwrap() })
-        });
-        g.sample_size(10);
-        // A new handle (a new process) on a store that has not changed for a while: the
-        // first new handle decrypts every record and creates names.index; once the
-        // directory has settled (2 s unchanged), the next one records that state in the
-        // index, and from then on new handles take the listing from it.
-        rt.block_on(async { LocalStorage::open(dir, key()).await.unwrap().list().await })
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(2200));
-        rt.block_on(async { LocalStorage::open(dir, key()).await.unwrap().list().await })
-            .unwrap();
-        g.bench_function("list_cold", |b| {
-            b.iter_batched(
-                || rt.block_on(LocalStorage::open(dir, key())).unwrap(),
-                |fresh| rt.block_on(fresh.list()).unwrap(),
-                BatchSize::PerIteration,
-            )
-        });
-        g.bench_function("cold_load_all", |b| {
-            b.iter_batched(
-                || rt.block_on(LocalStorage::open(dir, key())).unwrap(),
-                |fresh| {
-                    rt.block_on(async {
-                        let ids = fresh.list().await.unwrap();
-                        let mut loaded = 0;
-                        for id in &ids {
-                            loaded += usize::from(fresh.load(id).await.unwrap().is_some());
-                        }
-                        assert_eq!(loaded, n);
-                    })
-                },
-                BatchSize::PerIteration,
-            )
-        });
-    }
-
-    // A load that finds the record changed since this handle last read it: decrypted
-    // again. The change is the record file's bytes put back in place (same inode, no
-    // flush) as they were after one of two saves, in turn, so that only the load's own
-    // work is timed: right after a durable save, the CPU and its caches are cold from the
-    // flush's wait and a load takes two to three times as long here.
-    let images = two_saved_images(rt, &s, &mut target, dir);
-    g.warm_up_time(Duration::from_millis(300));
-    g.measurement_time(Duration::from_secs(1));
-    g.bench_function("load_one_changed", |b| {
-        use std::os::unix::fs::FileExt;
-        let (path, versions) = &images;
-        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        let mut turn = 0;
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut timed = Duration::ZERO;
-                for _ in 0..iters {
-                    turn = 1 - turn;
-                    let (version, bytes) = &versions[turn];
-                    file.write_all_at(bytes, 0).unwrap();
-                    let start = Instant::now();
-                    let loaded = s.load(&id).await.unwrap().unwrap();
-                    timed += start.elapsed();
-                    assert_eq!(loaded.version(), *version);
-                }
-                timed
-            })
-        })
-    });
-    g.finish();
-}
-
-/// The record file `s` saves `target` to, and its bytes after each of two saves, with
-/// the version each holds.
-fn two_saved_images(
-    rt: &Runtime,
-    s: &LocalStorage,
-    target: &mut CredentialObject,
-    dir: &Path,
-) -> (PathBuf, [(u64, Vec<u8>); 2]) {
-    let mut save = || {
-        rt.block_on(s.save(target)).unwrap();
-        let next = target.version() + 1;
-        target.set_version(next);
-        next
-    };
-    let records = || -> Vec<(PathBuf, Vec<u8>)> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "cred"))
-            .map(|p| {
-                let bytes = std::fs::read(&p).unwrap();
-                (p, bytes)
-            })
-            .collect()
-    };
-    let before = records();
-    let first = save();
-    // The one record file the save changed (it writes in place: same name).
-    let mut changed = records().into_iter().filter(|r| !before.contains(r));
-    let (path, first_bytes) = changed.next().unwrap();
-    assert!(
-        changed.next().is_none(),
-        "one save changed two record files"
-    );
-    let second = save();
-    let second_bytes = std::fs::read(&path).unwrap();
-    (path, [(first, first_bytes), (second, second_bytes)])
-}
-
-fn bench_stores(c: &mut Criterion) {
-    let rt = runtime();
-    for n in [100, 10_000] {
-        let tmp = tempfile::tempdir().unwrap();
-        bench_store(c, n, &rt, tmp.path());
-    }
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
-    targets = bench_open, bench_stores
+    targets = bench_sizes, bench_open
 }
 criterion_main!(benches);

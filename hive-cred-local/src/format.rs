@@ -1,7 +1,10 @@
 //! The on-disk format: the store header and credential records.
 //!
 //! Every file starts with the 8 magic bytes `HIVECRED`, a little-endian `u16` format
-//! version and a kind byte (`H` header, `R` record).
+//! version and a kind byte (`H` header, `R` record). This build writes and reads format
+//! version 2 only. Version 1 was written by development builds that were never released
+//! (two-slot record files and JSON plaintexts); such files are refused with an error
+//! saying so, never misread.
 //!
 //! Header (`store.header`):
 //!
@@ -14,33 +17,17 @@
 //! The first data key in the wrapped list is the current one; a second one is present
 //! only while a data-key rotation is in progress.
 //!
-//! Record:
+//! Record file (`<hex HMAC-SHA256(name_key, id)>.cred`), and the names index, which is
+//! sealed the same way under a tag no id can have:
 //!
 //! ```text
 //! magic[8] version:u16 'R' generation:u32 record_version:u64 nonce[24]
 //! XChaCha20-Poly1305(dek[generation], nonce,
 //!                    aad = bytes before the nonce || store_id || HMAC(name_key, id),
-//!                    hive_cred_core::codec stored form: binary, or JSON in records
-//!                    written by earlier builds)
+//!                    hive_cred_core::codec binary stored form)
 //! ```
 //!
-//! Record file (`<hex HMAC-SHA256(name_key, id)>.cred`): two slots, so that a save can
-//! write the new record into the slot not holding the current one, in place, with one
-//! `fdatasync` and no change to any metadata (see `storage`'s save):
-//!
-//! ```text
-//! magic[8] version:u16 'S' slot_size:u32 reserved:u8 = 0
-//! slot 0, slot 1: each slot_size bytes: len:u32 record[len] zero padding
-//! ```
-//!
-//! `slot_size` is a multiple of 256 with room for the record to grow by half (an
-//! ordinary credential's file is about 1 KiB, one page). A slot with `len` 0 is empty.
-//! Of the slots that hold a record, the one with the highest record version (then
-//! data-key generation) is the current one; a reader that cannot
-//! authenticate it (a save was writing it when the reader or the system stopped) takes
-//! the other. After each save the other slot is cleared, so the previous version does
-//! not stay on disk. A file that is a single record (kind `'R'`, written by earlier
-//! builds) is read as such and turned into a two-slot file by its next save.
+//! A record file is replaced whole by every save (see `fs::write_atomic`).
 
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
@@ -52,20 +39,11 @@ use crate::key::{KEY_LEN, KdfKind, ScryptParams, fill_random};
 /// Magic bytes at the start of every file of a store.
 pub(crate) const MAGIC: &[u8; 8] = b"HIVECRED";
 /// The format version this build writes and reads.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 const KIND_HEADER: u8 = b'H';
 const KIND_RECORD: u8 = b'R';
-const KIND_RECORD_FILE: u8 = b'S';
-/// Largest record accepted (on read and write).
+/// Largest record file accepted (on read and write).
 pub(crate) const MAX_RECORD_LEN: usize = 1 << 20;
-/// Length of a two-slot record file's own header.
-const FILE_HEADER_LEN: usize = 16;
-/// Length of a slot's length field.
-const SLOT_LEN_FIELD: usize = 4;
-/// Slot sizes are multiples of this.
-const SLOT_ALIGN: usize = 256;
-/// Largest record file accepted (two slots for the largest record).
-pub(crate) const MAX_RECORD_FILE_LEN: usize = FILE_HEADER_LEN + 2 * slot_size_for(MAX_RECORD_LEN);
 /// Largest header accepted.
 pub(crate) const MAX_HEADER_LEN: usize = 4096;
 
@@ -123,7 +101,9 @@ fn check_preamble(bytes: &[u8], kind: u8, min_len: usize) -> std::result::Result
     }
     if version != FORMAT_VERSION {
         return Err(Malformed(format!(
-            "{what} has unsupported format version {version}"
+            "{what} has format version {version}, written by an unreleased development \
+             build of hive-cred; this build reads version {FORMAT_VERSION} only: move the \
+             store directory aside and save the credentials again into a new store"
         )));
     }
     if bytes[10] != kind {
@@ -250,147 +230,6 @@ pub(crate) fn open_record(
         .decrypt_in_place(XNonce::from_slice(view.nonce), &aad, &mut *buf)
         .ok()?;
     Some(buf)
-}
-
-// ---------------------------------------------------------------------------------------
-// Record files
-
-/// The slot size of a new record file for a record of `record_len` bytes: room for the
-/// record to grow by half before a save has to write a new file.
-pub(crate) const fn slot_size_for(record_len: usize) -> usize {
-    (SLOT_LEN_FIELD + record_len + record_len / 2).div_ceil(SLOT_ALIGN) * SLOT_ALIGN
-}
-
-/// Where a record sits in its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Place {
-    /// The whole file is the record (files written by earlier builds, and the names
-    /// index).
-    Whole,
-    /// Slot `index` (0 or 1) of a two-slot file with slots of `slot_size` bytes.
-    Slot { index: usize, slot_size: usize },
-}
-
-impl Place {
-    /// The slot a save writes next: the other slot of the same file. `None` for a whole-
-    /// file record, or when `record_len` bytes do not fit a slot: the file is then
-    /// written anew (see [`new_record_file`]).
-    pub(crate) fn next_slot(self, record_len: usize) -> Option<(usize, usize)> {
-        match self {
-            Place::Slot { index, slot_size } if SLOT_LEN_FIELD + record_len <= slot_size => {
-                Some((1 - index, slot_size))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// A record found in a record file: parsed, not yet authenticated.
-#[derive(Debug)]
-pub(crate) struct Candidate<'a> {
-    pub(crate) view: RecordView<'a>,
-    /// The record's bytes within the file.
-    pub(crate) range: std::ops::Range<usize>,
-    pub(crate) place: Place,
-}
-
-/// The records a record file holds (see [`record_candidates`]).
-pub(crate) type Candidates<'a> = [Option<Candidate<'a>>; 2];
-
-/// The records a record file holds, the current one (highest version, then data-key
-/// generation) first: one or two. The caller authenticates them in this order and takes
-/// the first that passes. Never panics.
-pub(crate) fn record_candidates(file: &[u8]) -> std::result::Result<Candidates<'_>, Malformed> {
-    if file.len() > PREAMBLE_LEN && file[10] == KIND_RECORD {
-        let whole = Candidate {
-            view: parse_record(file)?,
-            range: 0..file.len(),
-            place: Place::Whole,
-        };
-        return Ok([Some(whole), None]);
-    }
-    check_preamble(file, KIND_RECORD_FILE, FILE_HEADER_LEN)?;
-    // The caller has checked that `file` holds the 4 bytes at `at`.
-    let u32_at = |at: usize| {
-        let mut field = [0u8; 4];
-        field.copy_from_slice(&file[at..at + 4]);
-        usize::try_from(u32::from_le_bytes(field)).unwrap_or(usize::MAX)
-    };
-    let slot_size = u32_at(PREAMBLE_LEN);
-    let laid_out = file[PREAMBLE_LEN + 4] == 0
-        && slot_size >= SLOT_LEN_FIELD + RECORD_MIN_LEN
-        && slot_size % SLOT_ALIGN == 0
-        && slot_size.checked_mul(2).map(|n| n + FILE_HEADER_LEN) == Some(file.len());
-    if !laid_out {
-        return Err(Malformed(if file.len() > MAX_RECORD_FILE_LEN {
-            format!(
-                "credential record file is {} bytes, over the limit of {MAX_RECORD_FILE_LEN}",
-                file.len()
-            )
-        } else {
-            "credential record file is truncated or its layout is damaged".to_owned()
-        }));
-    }
-    let mut found = [None, None];
-    for (index, found) in found.iter_mut().enumerate() {
-        let start = FILE_HEADER_LEN + index * slot_size;
-        let len = u32_at(start);
-        if len == 0 || len > slot_size - SLOT_LEN_FIELD {
-            continue;
-        }
-        let range = start + SLOT_LEN_FIELD..start + SLOT_LEN_FIELD + len;
-        // A slot that does not parse is one a save was writing when it was read or when
-        // the system stopped (or damage): the other slot is read.
-        if let Ok(view) = parse_record(&file[range.clone()]) {
-            *found = Some(Candidate {
-                view,
-                range,
-                place: Place::Slot { index, slot_size },
-            });
-        }
-    }
-    let newest =
-        |c: &Option<Candidate<'_>>| c.as_ref().map(|c| (c.view.version, c.view.generation));
-    if newest(&found[1]) > newest(&found[0]) {
-        found.swap(0, 1);
-    }
-    if found[0].is_none() {
-        return Err(Malformed(
-            "credential record file holds no complete record".to_owned(),
-        ));
-    }
-    Ok(found)
-}
-
-/// A new two-slot record file holding `record` in slot 0.
-pub(crate) fn new_record_file(record: &[u8]) -> Vec<u8> {
-    let slot_size = slot_size_for(record.len());
-    let mut file = vec![0u8; FILE_HEADER_LEN + 2 * slot_size];
-    file[..MAGIC.len()].copy_from_slice(MAGIC);
-    file[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    file[10] = KIND_RECORD_FILE;
-    // The slot size is below 4 GiB: records are at most MAX_RECORD_LEN.
-    file[PREAMBLE_LEN..PREAMBLE_LEN + 4].copy_from_slice(&(slot_size as u32).to_le_bytes());
-    fill_slot(
-        &mut file[FILE_HEADER_LEN..FILE_HEADER_LEN + slot_size],
-        record,
-    );
-    file
-}
-
-/// The offset and contents of slot `index` of a file with `slot_size`-byte slots holding
-/// `record` (or nothing, when `record` is empty). The record must fit (see
-/// [`Place::next_slot`]).
-#[cfg_attr(not(unix), allow(dead_code))] // saves in place on Unix only
-pub(crate) fn slot_write(index: usize, slot_size: usize, record: &[u8]) -> (u64, Vec<u8>) {
-    let mut slot = vec![0u8; slot_size];
-    fill_slot(&mut slot, record);
-    ((FILE_HEADER_LEN + index * slot_size) as u64, slot)
-}
-
-fn fill_slot(slot: &mut [u8], record: &[u8]) {
-    slot[..SLOT_LEN_FIELD].copy_from_slice(&(record.len() as u32).to_le_bytes());
-    slot[SLOT_LEN_FIELD..SLOT_LEN_FIELD + record.len()].copy_from_slice(record);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -635,8 +474,12 @@ mod tests {
         assert!(reason(&sealed[..5]).contains("truncated"));
         assert!(reason(b"{\"json\": true}").contains("unknown file format"));
         let mut future = sealed.clone();
-        future[8] = 2;
+        future[8] = 3;
         assert!(reason(&future).contains("newer hive-cred"));
+        // Version 1 (two-slot files of unreleased builds) is refused, not misread.
+        let mut old = sealed.clone();
+        old[8] = 1;
+        assert!(reason(&old).contains("unreleased development build"));
         let mut kind = sealed.clone();
         kind[10] = b'H';
         assert!(reason(&kind).contains("wrong file kind"));
@@ -676,83 +519,8 @@ mod tests {
         assert!(header.unwrap_keys(&kek).unwrap().is_none());
     }
 
-    #[test]
-    fn slot_sizes_leave_room_to_grow_and_the_current_record_is_found() {
-        assert_eq!(slot_size_for(0), 256);
-        assert_eq!(slot_size_for(168), 256, "4 + 168 + 84 = 256");
-        assert_eq!(slot_size_for(170), 512);
-        assert_eq!(
-            MAX_RECORD_FILE_LEN,
-            16 + 2 * (4 + MAX_RECORD_LEN + MAX_RECORD_LEN / 2).div_ceil(256) * 256
-        );
-        let record = seal_record(&DEK, 1, 1, &SID, &TAG, &[0; 300]).unwrap();
-        assert_eq!(record.len(), 363);
-        let file = new_record_file(&record);
-        assert_eq!(file.len(), 16 + 2 * 768);
-        let [first, second] = record_candidates(&file).unwrap();
-        let first = first.unwrap();
-        assert_eq!(&file[first.range.clone()], &record[..]);
-        assert_eq!(
-            first.place,
-            Place::Slot {
-                index: 0,
-                slot_size: 768
-            }
-        );
-        assert!(second.is_none());
-        assert_eq!(first.place.next_slot(764), Some((1, 768)));
-        assert_eq!(first.place.next_slot(765), None, "does not fit");
-        assert_eq!(Place::Whole.next_slot(10), None);
-    }
-
-    #[test]
-    fn the_higher_version_then_generation_is_current() {
-        let file_of = |a: (u32, u64), b: (u32, u64)| {
-            let first = seal_record(&DEK, a.0, a.1, &SID, &TAG, b"a").unwrap();
-            let second = seal_record(&DEK, b.0, b.1, &SID, &TAG, b"b").unwrap();
-            let mut file = new_record_file(&first);
-            let (at, slot) = slot_write(1, slot_size_for(first.len()), &second);
-            file[at as usize..at as usize + slot.len()].copy_from_slice(&slot);
-            file
-        };
-        let current = |file: &[u8]| {
-            let [c, other] = record_candidates(file).unwrap();
-            let (c, other) = (c.unwrap(), other.unwrap());
-            assert_ne!(c.place, other.place);
-            (c.view.generation, c.view.version)
-        };
-        assert_eq!(current(&file_of((1, 5), (1, 6))), (1, 6));
-        assert_eq!(current(&file_of((1, 6), (1, 5))), (1, 6));
-        assert_eq!(
-            current(&file_of((2, 5), (1, 5))),
-            (2, 5),
-            "a rotation's rewrite"
-        );
-        assert_eq!(current(&file_of((1, 5), (2, 5))), (2, 5));
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
-
-        #[test]
-        fn record_files_with_damaged_slots_never_panic(
-            len0 in 0u32..9000,
-            len1 in proptest::prelude::any::<u32>(),
-            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
-            at in 0usize..528,
-        ) {
-            let record = seal_record(&DEK, 1, 1, &SID, &TAG, b"x").unwrap();
-            let mut file = new_record_file(&record);
-            assert_eq!(file.len(), 528, "two 256-byte slots");
-            let (at1, slot) = slot_write(1, 256, &record);
-            file[at1 as usize..at1 as usize + slot.len()].copy_from_slice(&slot);
-            file[16..20].copy_from_slice(&len0.to_le_bytes());
-            file[272..276].copy_from_slice(&len1.to_le_bytes());
-            let end = (at + noise.len()).min(file.len());
-            file[at..end].copy_from_slice(&noise[..end - at]);
-            crate::fuzzing::decode_record(&file);
-            crate::fuzzing::decode_record(&file[..at]);
-        }
 
         #[test]
         fn seal_open_round_trips(

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::durable::{io_error, read_capped};
+use crate::fs::{Role, io_error, read_regular};
 use crate::storage::LocalStorage;
 
 /// Largest `.enc` file read (the Python store writes a few kilobytes per credential).
@@ -127,7 +127,7 @@ fn source_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Decrypts and maps one file. The error is a reason for the report.
 fn read_one(fernet: &fernet::Fernet, file: &Path) -> std::result::Result<CredentialObject, String> {
-    let bytes = read_capped(file, MAX_SOURCE_LEN)
+    let bytes = read_regular(file, Role::ImportSource, MAX_SOURCE_LEN)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "file disappeared".to_string())?;
     if bytes.len() > MAX_SOURCE_LEN {

@@ -161,11 +161,13 @@ pub(crate) enum KdfKind {
 
 /// scrypt cost parameters: `N = 2^log_n`, block size `r`, parallelism `p`.
 ///
-/// Memory use is `128 * r * 2^log_n` bytes. The store header records the parameters it
-/// was created with; [`open`](crate::LocalStorage::open) refuses headers asking for more
-/// than [`ScryptParams::MAX_LOG_N`], [`MAX_R`](Self::MAX_R), [`MAX_P`](Self::MAX_P) or
-/// [`MAX_MEMORY`](Self::MAX_MEMORY), so a tampered header cannot make `open` burn
-/// gigabytes or hours.
+/// Memory use is `128 * r * 2^log_n` bytes; time grows with the work `N * r * p`. The
+/// store header records the parameters it was created with, and is authenticated only
+/// after the key is derived with them, so [`open`](crate::LocalStorage::open) refuses
+/// headers asking for more than [`MAX_WORK`](Self::MAX_WORK) (twice the default's work),
+/// [`MAX_LOG_N`](Self::MAX_LOG_N), [`MAX_R`](Self::MAX_R), [`MAX_P`](Self::MAX_P) or
+/// [`MAX_MEMORY`](Self::MAX_MEMORY) before deriving anything: a forged header costs at
+/// most about twice a normal `open` before it is rejected.
 ///
 /// # Default
 /// `log_n = 17, r = 8, p = 1` (128 MiB, roughly half a second on a laptop).
@@ -183,8 +185,10 @@ impl ScryptParams {
     pub const MAX_R: u32 = 32;
     /// Largest accepted `p`.
     pub const MAX_P: u32 = 16;
-    /// Largest accepted memory cost in bytes (1 GiB).
-    pub const MAX_MEMORY: u64 = 1 << 30;
+    /// Largest accepted work `2^log_n * r * p`: twice the default's (`2^17 * 8 * 1`).
+    pub const MAX_WORK: u64 = 1 << 21;
+    /// Largest accepted memory cost in bytes (256 MiB, what the work cap allows at `p = 1`).
+    pub const MAX_MEMORY: u64 = 128 * Self::MAX_WORK;
 
     /// Validated parameters. `ErrorKind::InvalidInput` when `log_n` is 0 or any value is
     /// over the caps above.
@@ -224,6 +228,14 @@ impl ScryptParams {
                 Self::MAX_LOG_N,
                 Self::MAX_R,
                 Self::MAX_P
+            ));
+        }
+        let work = (u64::from(r) * u64::from(p)) << log_n;
+        if work > Self::MAX_WORK {
+            return Err(format!(
+                "log_n={log_n}, r={r}, p={p} ask for 2^log_n*r*p = {work}, over the work cap \
+                 of {} (twice the default's)",
+                Self::MAX_WORK
             ));
         }
         let memory = (128u64 * u64::from(r)) << log_n;
@@ -379,15 +391,20 @@ mod tests {
         );
         assert!(ScryptParams::new(0, 8, 1).is_err());
         assert!(ScryptParams::new(21, 8, 1).is_err());
-        assert!(
-            ScryptParams::new(20, 16, 1).is_err(),
-            "2 GiB is over the memory cap"
-        );
         assert!(ScryptParams::new(10, 8, 17).is_err());
-        assert_eq!(
-            ScryptParams::new(20, 8, 1).unwrap().log_n(),
-            20,
-            "1 GiB is allowed"
+        // Total work, not only memory: p = 16 at the default's memory is 16x its time.
+        let err = ScryptParams::new(17, 8, 16).unwrap_err();
+        assert!(err.message().contains("work cap"), "{err}");
+        assert!(
+            ScryptParams::new(17, 8, 3).is_err(),
+            "3x the default's work"
+        );
+        assert!(ScryptParams::new(17, 8, 2).is_ok(), "2x the default's work");
+        assert!(ScryptParams::new(18, 8, 1).is_ok(), "2x, as memory");
+        assert!(ScryptParams::new(20, 2, 1).is_ok());
+        assert!(
+            ScryptParams::new(20, 8, 1).is_err(),
+            "8x the default's work"
         );
     }
 

@@ -1,16 +1,27 @@
-//! The unlocked key material of an open store.
+//! Keys: the unlocked key material of an open store ([`Keyring`]), and how a handle keeps
+//! it in step with the header on disk, which other processes may create, re-key or
+//! rotate. Everything here may read the header and run scrypt: callers are on the
+//! blocking pool.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use hive_cred_core::{CredentialId, Error, ErrorKind, Result};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::format::MAX_HEADER_LEN;
 use crate::format::{
     Header, Key32, KeyMaterial, SALT_LEN, STORE_ID_LEN, TAG_LEN, parse_header, seal_header,
 };
+use crate::fs::{
+    Flush, Role, create_private_dir, read_regular, remove_stale_temp_files, write_atomic,
+};
 use crate::key::{KEY_LEN, KdfKind, KeySource, ScryptParams, derive_kek, fill_random};
+use crate::lock::{FileLock, Wait};
+use crate::storage::{Inner, LOCK_FILE, lock};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -82,14 +93,14 @@ impl Keyring {
         Keyring::assemble(bytes, true, store_id, scrypt, salt, kek, material)
     }
 
-    /// The same store and data keys wrapped under a new key-encryption key.
+    /// The same store with `material` wrapped under a new key-encryption key.
     pub(crate) fn rewrap(
         &self,
         scrypt: Option<ScryptParams>,
         salt: [u8; SALT_LEN],
         kek: Key32,
+        material: KeyMaterial,
     ) -> Result<Keyring> {
-        let material = self.material_clone();
         let header_bytes = seal_header(&self.store_id, scrypt.as_ref(), &salt, &kek, &material)?;
         Keyring::assemble(
             header_bytes,
@@ -209,4 +220,107 @@ fn wrong_key(path: &Path, changed_elsewhere: bool) -> Error {
          (or the store header was modified)"
     };
     Error::new(ErrorKind::Decryption, message).with_context("file", path.display())
+}
+
+impl Inner {
+    /// The keys this handle holds now.
+    pub(crate) fn cached_keys(&self) -> Arc<Keyring> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn install_keys(&self, keys: Keyring) -> Arc<Keyring> {
+        let keys = Arc::new(keys);
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&keys);
+        keys
+    }
+
+    /// Keys for reading. Until this handle knows the store is on disk, looks whether
+    /// another process created it meanwhile.
+    pub(crate) fn read_keys(&self) -> Result<Arc<Keyring>> {
+        let keys = self.cached_keys();
+        if keys.on_disk {
+            Ok(keys)
+        } else {
+            self.sync_keys(false)
+        }
+    }
+
+    /// `keys`, or the keys re-read from the header when `keys` lacks the data key of
+    /// `generation` (another process may have rotated it since the header was read).
+    pub(crate) fn keys_for(&self, keys: &Arc<Keyring>, generation: u32) -> Result<Arc<Keyring>> {
+        if keys.material.dek(generation).is_some() {
+            Ok(Arc::clone(keys))
+        } else {
+            self.sync_keys(false)
+        }
+    }
+
+    /// Re-reads the header and adopts it if it changed (another process rotated or
+    /// re-keyed the store, or created it). With `create`, a missing header is written
+    /// from this handle's fresh keys (the store lock must be held).
+    pub(crate) fn sync_keys(&self, create: bool) -> Result<Arc<Keyring>> {
+        let keys = self.cached_keys();
+        let path = self.header_path();
+        match read_regular(&path, Role::Header, MAX_HEADER_LEN)? {
+            Some(bytes) if bytes == keys.header_bytes => {
+                if keys.on_disk {
+                    Ok(keys)
+                } else {
+                    let mut adopted = Keyring::unlock(bytes, &path, &self.source(), Some(&keys))?;
+                    adopted.on_disk = true;
+                    Ok(self.install_keys(adopted))
+                }
+            }
+            Some(bytes) => {
+                let adopted = Keyring::unlock(bytes, &path, &self.source(), Some(&keys))?;
+                if adopted.store_id != keys.store_id {
+                    // Another store was put in this one's place: forget its names.
+                    lock(&self.names).clear();
+                    self.index_read.store(false, Ordering::Release);
+                }
+                Ok(self.install_keys(adopted))
+            }
+            None if keys.on_disk => Err(Error::corrupted(
+                "the store header disappeared; restore store.header from a backup",
+            )
+            .with_context("file", path.display())),
+            None if create => {
+                write_atomic(&self.dir, &path, &keys.header_bytes, Flush::All)?;
+                let mut created = Keyring::unlock(
+                    keys.header_bytes.clone(),
+                    &path,
+                    &self.source(),
+                    Some(&keys),
+                )?;
+                created.on_disk = true;
+                Ok(self.install_keys(created))
+            }
+            None => Ok(keys),
+        }
+    }
+
+    fn source(&self) -> KeySource {
+        lock(&self.source).clone()
+    }
+
+    pub(crate) fn set_source(&self, source: KeySource) {
+        *lock(&self.source) = source;
+    }
+
+    /// Creates the store if needed, takes the store lock and brings the keys up to date.
+    pub(crate) fn begin_write(&self) -> Result<(FileLock, Arc<Keyring>)> {
+        if !self.cached_keys().on_disk {
+            create_private_dir(&self.dir)?;
+        }
+        let guard = FileLock::acquire(&self.dir.join(LOCK_FILE), Wait::Block)?
+            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "a blocking lock returned none"))?;
+        if !self.temp_cleaned.swap(true, Ordering::AcqRel) {
+            let removed = remove_stale_temp_files(&self.dir)?;
+            if removed > 0 {
+                tracing::info!(dir = %self.dir.display(), removed, "removed temporary files left by an interrupted write");
+            }
+        }
+        let keys = self.sync_keys(true)?;
+        Ok((guard, keys))
+    }
 }

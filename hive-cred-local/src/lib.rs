@@ -1,40 +1,46 @@
 #![doc = include_str!("../README.md")]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-mod durable;
+// Where things are:
+// - `storage`: the `LocalStorage` handle, `open`, and its `CredentialStorage` impl;
+// - `options`: `LocalStorageOptions`;
+// - `record`: reading and writing records (`load`, `save`, `delete`, `exists`);
+// - `list`: `list` and the encrypted names index;
+// - `key` (what the user gives: `KeySource`, `ScryptParams`) and `keyring` (the unlocked
+//   header, kept in step with the disk);
+// - `rotate`: passphrase change and data-key rotation;
+// - `format`: the bytes on disk; `fs`: hardened opens and the one durable write;
+// - `lock`: OS file locks; `import`: the Python store.
 mod format;
+mod fs;
 mod import;
-mod index;
-mod kept;
 mod key;
 mod keyring;
+mod list;
 mod lock;
+mod options;
+mod record;
 mod rotate;
 mod storage;
 
 pub use import::{ImportFailure, ImportReport, import_python_store};
 pub use key::{ENV_KEY, ENV_PASSPHRASE, KeySource, RawKey, ScryptParams};
 pub use lock::LocalCredentialLock;
-pub use storage::{LocalStorage, LocalStorageOptions, RotationReport};
+pub use options::LocalStorageOptions;
+pub use rotate::RotationReport;
+pub use storage::LocalStorage;
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).
 #[doc(hidden)]
 pub mod fuzzing {
-    use crate::format::{open_record, parse_header, record_candidates};
+    use crate::format::{open_record, parse_header, parse_record};
 
-    /// Runs untrusted bytes through the record-file decoder (both layouts), then (with a
-    /// fixed key) the authenticator and the stored-form decoder for each record found.
-    /// Must never panic.
+    /// Runs untrusted bytes through the record decoder, then (with a fixed key) the
+    /// authenticator and the stored-form decoder. Must never panic.
     pub fn decode_record(data: &[u8]) {
-        if let Ok(found) = record_candidates(data) {
-            for found in found.into_iter().flatten() {
-                assert!(
-                    found.range.end <= data.len(),
-                    "a record range outside the file"
-                );
-                if let Some(plain) = open_record(&found.view, &[7; 32], &[1; 16], &[2; 32]) {
-                    let _ = hive_cred_core::codec::from_stored(&plain);
-                }
+        if let Ok(view) = parse_record(data) {
+            if let Some(plain) = open_record(&view, &[7; 32], &[1; 16], &[2; 32]) {
+                let _ = hive_cred_core::codec::from_stored(&plain);
             }
         }
     }

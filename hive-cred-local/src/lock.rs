@@ -10,13 +10,13 @@
 //! credential (`locks/<hashed id>.lock`) for cross-process coordination above the store,
 //! such as one refresh at a time per credential.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use fs4::fs_std::FileExt;
 use hive_cred_core::Result;
 
-use crate::durable::{io_error, options_0600};
+use crate::fs::{io_error, open_lock_file};
 
 /// How to wait for a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,14 +61,6 @@ impl Drop for FileLock {
         // immediate even if the descriptor were shared. Errors here cannot be reported.
         let _ = FileExt::unlock(&self.file);
     }
-}
-
-fn open_lock_file(path: &Path) -> Result<File> {
-    let mut options: OpenOptions = options_0600();
-    options.read(true).write(true).create(true).truncate(false);
-    options
-        .open(path)
-        .map_err(|e| io_error(e, "could not open lock file", path))
 }
 
 /// An exclusive cross-process lock on one credential, held until dropped (or released).

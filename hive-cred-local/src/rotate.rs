@@ -1,48 +1,82 @@
-//! Re-keying: passphrase change (re-wrap the data key) and data-key rotation
-//! (re-encrypt every record).
+//! Re-keying: passphrase change and data-key rotation (re-encrypt every record).
+//!
+//! Both go through the same three steps, each a durable write: (1) the header wraps a
+//! fresh data key (current) and the old one, (2) every record still under the old key is
+//! re-encrypted, (3) the header drops the old key. A crash at any point leaves every
+//! record readable, and the next rotation (or passphrase change) finishes the work. A
+//! passphrase change writes the step-1 header under the new passphrase, so from then on
+//! only the new one opens the store, and no record written or re-encrypted after that is
+//! under a key the old header wraps.
 
 use std::sync::Arc;
 
 use hive_cred_core::{Error, ErrorKind, Result};
 use zeroize::Zeroizing;
 
-use crate::durable::{Flush, read_capped, sync_dir, write_atomic};
-use crate::format::{KeyMaterial, MAX_RECORD_FILE_LEN, SALT_LEN, new_record_file, seal_record};
+use crate::format::MAX_RECORD_LEN;
+use crate::format::{KeyMaterial, SALT_LEN, parse_record, seal_record};
+use crate::fs::{Flush, Role, read_regular, sync_dir, write_atomic};
 use crate::key::{KEY_LEN, KdfKind, KeySource, derive_kek, fill_random};
 use crate::keyring::Keyring;
-use crate::storage::{Inner, RotationReport, candidates};
+use crate::storage::Inner;
+
+/// What [`LocalStorage::rotate_data_key`](crate::LocalStorage::rotate_data_key) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RotationReport {
+    /// Generation number of the data key now in use.
+    pub generation: u32,
+    /// Records re-encrypted by this call.
+    pub records_reencrypted: usize,
+}
 
 impl Inner {
-    pub(crate) fn change_passphrase(&self, new: KeySource) -> Result<()> {
+    pub(crate) fn change_passphrase(&self, new: KeySource) -> Result<RotationReport> {
         // Derive the new wrapping key before taking the lock, so scrypt does not stall
-        // other writers; the data keys are wrapped under the lock, as they are then.
+        // other writers.
         let params = self.options.scrypt_params();
         let mut salt = [0u8; SALT_LEN];
         fill_random(&mut salt)?;
         let kek = derive_kek(&new, &params, &salt)?;
         let scrypt = (new.kind() == KdfKind::Scrypt).then_some(params);
         let (_guard, keys) = self.begin_write()?;
-        let mut rewrapped = keys.rewrap(scrypt, salt, kek)?;
+        self.remove_names_index()?;
+        let mut staged = keys.rewrap(scrypt, salt, kek, staged_material(&keys)?)?;
         write_atomic(
             &self.dir,
             &self.header_path(),
-            &rewrapped.header_bytes,
+            &staged.header_bytes,
             Flush::All,
         )?;
-        rewrapped.on_disk = true;
-        self.install_keys(rewrapped);
+        staged.on_disk = true;
+        let keys = self.install_keys(staged);
         self.set_source(new);
         tracing::info!(dir = %self.dir.display(), "changed the credential store's passphrase or key");
-        Ok(())
+        self.finish_rotation(&keys).map_err(|e| {
+            e.with_message_prefix(
+                "the passphrase or key was changed (only the new one opens the store now), \
+                 but re-encrypting the records under a fresh data key did not finish",
+            )
+        })
     }
 
     pub(crate) fn rotate_data_key(&self) -> Result<RotationReport> {
         let (_guard, keys) = self.begin_write()?;
         // Sealed under the key being retired; the next list writes a new one.
         self.remove_names_index()?;
-        let keys = self.stage_new_key(keys)?;
-        let rewritten = self.reencrypt_all(&keys)?;
-        let generation = self.drop_old_keys(&keys)?;
+        let keys = if keys.material.deks.len() > 1 {
+            tracing::info!(dir = %self.dir.display(), "resuming an interrupted data-key rotation");
+            keys
+        } else {
+            self.stage_new_key(&keys)?
+        };
+        self.finish_rotation(&keys)
+    }
+
+    /// Steps 2 and 3, store lock held.
+    fn finish_rotation(&self, keys: &Arc<Keyring>) -> Result<RotationReport> {
+        let rewritten = self.reencrypt_all(keys)?;
+        let generation = self.drop_old_keys(keys)?;
         tracing::info!(
             dir = %self.dir.display(),
             generation,
@@ -55,30 +89,9 @@ impl Inner {
         })
     }
 
-    /// Step 1: the header wraps a new (current) key and the old one. An interrupted
-    /// rotation already has both: resume with its new key. Store lock held.
-    fn stage_new_key(&self, keys: Arc<Keyring>) -> Result<Arc<Keyring>> {
-        if keys.material.deks.len() > 1 {
-            tracing::info!(dir = %self.dir.display(), "resuming an interrupted data-key rotation");
-            return Ok(keys);
-        }
-        let (old_generation, old_dek) = keys.material.current();
-        let generation = old_generation.checked_add(1).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unexpected,
-                "data key generation counter exhausted",
-            )
-        })?;
-        let mut dek = Zeroizing::new([0u8; KEY_LEN]);
-        fill_random(dek.as_mut_slice())?;
-        let material = KeyMaterial {
-            name_key: Zeroizing::new(*keys.material.name_key),
-            deks: vec![
-                (generation, dek),
-                (old_generation, Zeroizing::new(*old_dek)),
-            ],
-        };
-        let mut staged = keys.with_material(material)?;
+    /// Step 1: the header wraps a new (current) key and the old one. Store lock held.
+    fn stage_new_key(&self, keys: &Keyring) -> Result<Arc<Keyring>> {
+        let mut staged = keys.with_material(staged_material(keys)?)?;
         write_atomic(
             &self.dir,
             &self.header_path(),
@@ -96,25 +109,20 @@ impl Inner {
         let mut rewritten = 0;
         for tag in self.record_tags()? {
             let path = self.record_path(&tag);
-            let Some(bytes) = read_capped(&path, MAX_RECORD_FILE_LEN)? else {
+            let Some(bytes) = read_regular(&path, Role::Record, MAX_RECORD_LEN)? else {
                 continue;
             };
-            let found = candidates(&bytes, &path)?;
-            if found[0]
-                .as_ref()
-                .is_some_and(|c| c.view.generation == generation)
-            {
+            if parse_record(&bytes).is_ok_and(|view| view.generation == generation) {
                 continue;
             }
-            let (version, plaintext, _) =
-                self.open_current(keys, found, &tag, &path).map_err(|e| {
-                    e.with_message_prefix(
-                        "data-key rotation stopped (both keys are kept; remove or restore this \
+            let (version, plaintext) = self.decrypt(keys, &bytes, &tag, &path).map_err(|e| {
+                e.with_message_prefix(
+                    "data-key rotation stopped (both keys are kept; remove or restore this \
                      file and rotate again)",
-                    )
-                })?;
+                )
+            })?;
             let sealed = seal_record(dek, generation, version, &keys.store_id, &tag, &plaintext)?;
-            write_atomic(&self.dir, &path, &new_record_file(&sealed), Flush::FileOnly)?;
+            write_atomic(&self.dir, &path, &sealed, Flush::FileOnly)?;
             rewritten += 1;
         }
         sync_dir(&self.dir)?;
@@ -141,6 +149,31 @@ impl Inner {
     }
 }
 
+/// The key material of step 1: a fresh current data key and the current one of `keys`.
+/// A header that already wraps two (an interrupted rotation) is kept as it is: the
+/// rotation finishes with its new key.
+fn staged_material(keys: &Keyring) -> Result<KeyMaterial> {
+    if keys.material.deks.len() > 1 {
+        return Ok(keys.material_clone());
+    }
+    let (old_generation, old_dek) = keys.material.current();
+    let generation = old_generation.checked_add(1).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Unexpected,
+            "data key generation counter exhausted",
+        )
+    })?;
+    let mut dek = Zeroizing::new([0u8; KEY_LEN]);
+    fill_random(dek.as_mut_slice())?;
+    Ok(KeyMaterial {
+        name_key: Zeroizing::new(*keys.material.name_key),
+        deks: vec![
+            (generation, dek),
+            (old_generation, Zeroizing::new(*old_dek)),
+        ],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{KeySource, LocalStorage, RawKey};
@@ -165,7 +198,7 @@ mod tests {
         // old-key files back. The header still wraps both keys.
         {
             let (_guard, keys) = s.inner.begin_write().unwrap();
-            let keys = s.inner.stage_new_key(keys).unwrap();
+            let keys = s.inner.stage_new_key(&keys).unwrap();
             assert_eq!(s.inner.reencrypt_all(&keys).unwrap(), 10);
         }
         for (tag, bytes) in tags.iter().zip(&originals).take(5) {

@@ -91,9 +91,8 @@ proptest! {
     }
 }
 
-/// Exhaustive: every single-bit flip of a real record file's header or current record
-/// fails to load; a flip anywhere else (the cleared other slot, padding) does not change
-/// what is loaded. Never a wrong credential.
+/// Exhaustive: every single-bit flip of a real record file fails to load with
+/// `Corrupted` or `Decryption`: never a wrong credential.
 #[test]
 fn every_bit_flip_of_a_stored_record_is_detected() {
     let rt = runtime();
@@ -105,61 +104,21 @@ fn every_bit_flip_of_a_stored_record_is_detected() {
             .unwrap();
         c.set_key("refresh_token", "rt-value", None).unwrap();
         s.save(&c).await.unwrap();
-        // The second save writes slot 1 and clears slot 0.
         let c = s.load(c.id()).await.unwrap().unwrap();
         s.save(&c).await.unwrap();
-        let stored = s.load(c.id()).await.unwrap().unwrap();
-        assert_eq!(stored.version(), 2);
+        assert_eq!(s.load(c.id()).await.unwrap().unwrap().version(), 2);
         let file = record_files(tmp.path()).remove(0);
         let original = std::fs::read(&file).unwrap();
-        let records = record_ranges(&original);
-        assert_eq!(records.len(), 1, "the previous version's slot is cleared");
-        let guarded = 0..16;
-        let current = records[0].start - 4..records[0].end;
-        let (mut detected, mut ignored) = (0, 0);
-        // Every bit of the header and the current record's slot; one bit of every
-        // other byte (its flips can only be ignored, and a load per bit takes long).
-        let bits = (0..original.len() * 8).filter(|bit| {
-            let byte = bit / 8;
-            guarded.contains(&byte) || current.contains(&byte) || bit % 8 == byte % 8
-        });
-        let mut tried = 0;
-        for bit in bits {
-            tried += 1;
+        for bit in 0..original.len() * 8 {
             let mut flipped = original.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
             std::fs::write(&file, &flipped).unwrap();
-            let byte = bit / 8;
-            match s.load(c.id()).await {
-                Err(e) => {
-                    assert!(
-                        matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Decryption),
-                        "bit {bit}: {e}"
-                    );
-                    assert!(
-                        guarded.contains(&byte) || current.contains(&byte),
-                        "bit {bit} outside the header and record failed the load: {e}"
-                    );
-                    detected += 1;
-                }
-                Ok(found) => {
-                    assert!(
-                        !guarded.contains(&byte) && !current.contains(&byte),
-                        "bit {bit} went undetected: {found:?}"
-                    );
-                    let found = found.unwrap();
-                    assert_eq!(found.version(), 2, "bit {bit}");
-                    // Compared as stored forms, values included; not printed on failure.
-                    let same = *hive_cred_core::codec::to_stored_json(&found).unwrap()
-                        == *hive_cred_core::codec::to_stored_json(&stored).unwrap();
-                    assert!(same, "bit {bit}: a different credential was loaded");
-                    ignored += 1;
-                }
-            }
+            let e = s.load(c.id()).await.unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Decryption),
+                "bit {bit}: {e}"
+            );
         }
-        assert_eq!(detected, (guarded.len() + current.len()) * 8);
-        assert_eq!(ignored, original.len() - guarded.len() - current.len());
-        assert_eq!(tried, detected + ignored);
         std::fs::write(&file, &original).unwrap();
         assert!(s.load(c.id()).await.unwrap().is_some());
     });

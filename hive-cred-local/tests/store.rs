@@ -246,11 +246,21 @@ async fn too_open_permissions_warn_by_default_and_are_refused_when_strict() {
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
 }
 
+/// Copies every file of the store directory `from` into a new directory.
+fn copy_store(from: &std::path::Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for (path, bytes) in snapshot(from) {
+        fs::write(to.path().join(path.file_name().unwrap()), bytes).unwrap();
+    }
+    to
+}
+
 #[tokio::test]
-async fn change_passphrase_rewraps_only_the_header() {
+async fn after_change_passphrase_the_old_passphrase_and_a_saved_old_header_open_no_record() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path(), passphrase("old")).await;
     s.save(&api_key("a", "v1")).await.unwrap();
+    let old_header = fs::read(tmp.path().join("store.header")).unwrap();
     let records_before: Vec<_> = record_files(tmp.path())
         .iter()
         .map(|f| fs::read(f).unwrap())
@@ -260,17 +270,29 @@ async fn change_passphrase_rewraps_only_the_header() {
         .iter()
         .map(|f| fs::read(f).unwrap())
         .collect();
-    assert_eq!(records_before, records_after, "records are not rewritten");
-    // The handle keeps working and writes under the new header.
+    assert_ne!(records_before, records_after, "records are re-encrypted");
+    // The handle keeps working; a record written after the change...
+    s.save(&api_key("b", "v2")).await.unwrap();
     s.save(&s.load(&id("a")).await.unwrap().unwrap())
         .await
         .unwrap();
+
+    // ...cannot be opened with the old passphrase through the saved old header.
+    let attacker = copy_store(tmp.path());
+    fs::write(attacker.path().join("store.header"), &old_header).unwrap();
+    let old = open(attacker.path(), passphrase("old")).await;
+    for name in ["a", "b"] {
+        let err = old.load(&id(name)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decryption, "{name}: {err}");
+    }
+
     let err = LocalStorage::open_with(tmp.path(), passphrase("old"), fast_options())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decryption);
     let reopened = open(tmp.path(), passphrase("new")).await;
     assert_eq!(value_of(&reopened, "a").await, "v1");
+    assert_eq!(value_of(&reopened, "b").await, "v2");
 
     // To a raw key and back.
     reopened.change_passphrase(raw_key(9)).await.unwrap();
@@ -326,12 +348,19 @@ async fn a_handle_whose_passphrase_was_changed_elsewhere_is_told_to_reopen() {
     a.save(&api_key("x", "1")).await.unwrap();
     let b = open(tmp.path(), passphrase("one")).await;
     a.change_passphrase(passphrase("two")).await.unwrap();
-    // b still reads with the data key it holds...
-    assert_eq!(value_of(&b, "x").await, "1");
-    // ...but cannot write under a header it cannot unlock.
+    // The records are under a data key b does not hold, and it cannot unlock the header
+    // that wraps it: it cannot read...
+    let err = b.load(&id("x")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decryption);
+    assert!(err.message().contains("another process"), "{err}");
+    // ...nor write under a header it cannot unlock.
     let err = b.save(&api_key("y", "2")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decryption);
     assert!(err.message().contains("another process"), "{err}");
+    assert_eq!(
+        value_of(&open(tmp.path(), passphrase("two")).await, "x").await,
+        "1"
+    );
 }
 
 #[tokio::test]
@@ -456,9 +485,8 @@ fn from_env_reads_the_process_environment_in_a_child() {
     run(&[], "none");
 }
 
-/// Saves reuse one spare file by exchanging it with the record they replace, so a reader
-/// can hold a record's old inode while the next save rewrites it. Loads must read such a
-/// record again rather than report it damaged.
+/// Saves replace record files by rename while other tasks load them: every load sees a
+/// whole record, the old or the new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loads_racing_saves_always_see_a_whole_record() {
     let tmp = tempfile::tempdir().unwrap();

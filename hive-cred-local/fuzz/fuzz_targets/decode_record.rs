@@ -1,4 +1,4 @@
-//! The record decoder (framing, authentication, stored JSON) never panics.
+//! The record decoder (framing, authentication, binary stored form) never panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

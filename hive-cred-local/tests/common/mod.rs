@@ -61,19 +61,6 @@ pub fn record_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Where the records of a record file are: the bytes of the record in each non-empty
-/// slot (see "On disk" in the README: a 16-byte file header with the slot size at bytes
-/// 11..15, then two slots, each a little-endian `u32` length and the record).
-pub fn record_ranges(file: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let le32 = |at: usize| u32::from_le_bytes(file[at..at + 4].try_into().unwrap()) as usize;
-    let slot_size = le32(11);
-    (0..2)
-        .map(|slot| 16 + slot * slot_size)
-        .filter(|&start| le32(start) > 0)
-        .map(|start| start + 4..start + 4 + le32(start))
-        .collect()
-}
-
 /// Every file under `dir` with its bytes, for before/after comparisons.
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out: Vec<_> = std::fs::read_dir(dir)

@@ -43,9 +43,9 @@ enum Command {
         /// Protect the store with a passphrase (prompt, or stdin when not a terminal).
         #[arg(long)]
         passphrase: bool,
-        /// With --passphrase: scrypt cost 2^N (10..=20; default 17). Lower is faster and
+        /// With --passphrase: scrypt cost 2^N (10..=18; default 17). Lower is faster and
         /// weaker against guessing.
-        #[arg(long, value_name = "N", requires = "passphrase", value_parser = clap::value_parser!(u8).range(10..=20))]
+        #[arg(long, value_name = "N", requires = "passphrase", value_parser = clap::value_parser!(u8).range(10..=18))]
         scrypt_log_n: Option<u8>,
     },
     /// Store one key of a credential; the value is read from a hidden prompt or stdin.
@@ -98,13 +98,13 @@ enum Command {
         /// Credential id.
         id: String,
     },
-    /// Change the local store's passphrase (or switch to a generated key).
+    /// Change the local store's passphrase (or switch to a generated key) and rotate its data key.
     ChangePassphrase {
         /// Switch to a freshly generated raw key, shown once.
         #[arg(long)]
         generate_key: bool,
-        /// scrypt cost 2^N for the new passphrase (10..=20; default 17).
-        #[arg(long, value_name = "N", conflicts_with = "generate_key", value_parser = clap::value_parser!(u8).range(10..=20))]
+        /// scrypt cost 2^N for the new passphrase (10..=18; default 17).
+        #[arg(long, value_name = "N", conflicts_with = "generate_key", value_parser = clap::value_parser!(u8).range(10..=18))]
         scrypt_log_n: Option<u8>,
     },
     /// Re-encrypt every record of the local store under a fresh data key.
