@@ -693,16 +693,24 @@ impl Redactor {
     }
 
     /// The markers of one merged span: each distinct one in order; a partial marker
-    /// only without the whole one of the same secret, a detected one only without any
-    /// registered secret.
+    /// only without the whole one of the same secret and when no whole secret covers
+    /// its run; a detected one only without any registered secret and only the first
+    /// rule (in file order) of those that overlap.
     fn write_markers(&self, hits: &[Hit], out: &mut Vec<u8>) {
         let base = self.inner.detected_base;
         let any_secret = hits.iter().any(|h| h.marker < base);
         let mut written: Vec<u32> = Vec::with_capacity(hits.len());
         for h in hits {
             let m = h.marker;
-            let skip = (any_secret && m >= base)
-                || (m < base && m % 2 == 1 && hits.iter().any(|o| o.marker == m - 1))
+            let partial = m < base && m % 2 == 1;
+            let skip = (m >= base
+                && (any_secret || hits.iter().any(|o| o.marker >= base && o.marker < m)))
+                || (partial && hits.iter().any(|o| o.marker == m - 1))
+                // A partial run inside a whole secret's span shows nothing more.
+                || (partial
+                    && hits.iter().any(|o| {
+                        o.marker < base && o.marker % 2 == 0 && o.start <= h.start && h.end <= o.end
+                    }))
                 || written.contains(&m);
             if !skip {
                 written.push(m);
