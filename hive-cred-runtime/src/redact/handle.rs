@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use hive_cred_core::{ExposeSecret, SecretString};
 
-use super::{DEFAULT_MIN_SECRET_LEN, RedactingWriter, Redactor, StreamRedactor};
+use super::{
+    DEFAULT_MIN_SECRET_LEN, Layer, RedactingWriter, Redactor, StreamRedactor, build_layer,
+    shared_detector,
+};
 
 /// A live view of the secrets a runtime has handed out. [`current`](Self::current)
 /// returns a [`Redactor`] over all of them, rebuilt only when they changed.
@@ -31,6 +34,7 @@ struct Registry {
     values: HashMap<(String, String), Vec<SecretString>>,
     version: u64,
     built: Option<(u64, Arc<Redactor>)>,
+    base: Option<Base>,
     min_secret_len: usize,
     detect_patterns: bool,
 }
@@ -60,6 +64,7 @@ impl RedactorHandle {
                 values: HashMap::new(),
                 version: 0,
                 built: None,
+                base: None,
                 min_secret_len,
                 detect_patterns: true,
             })),
@@ -133,28 +138,34 @@ impl RedactorHandle {
     }
 
     /// The redactor over every value seen so far.
+    ///
+    /// Built lazily on the first call after a change. A full build covers every value;
+    /// after that, values added by refreshes go into a small overlay beside the shared
+    /// full build (so a refresh costs a build over a handful of values, not all of
+    /// them), until [`OVERLAY_MAX_VALUES`] have piled up and the next call builds
+    /// everything again. Values that fell out of the [`RETAINED_VALUES`] window stay
+    /// redacted until that full build.
     pub fn current(&self) -> Arc<Redactor> {
-        let (version, builder) = {
+        let (version, plan) = {
             let reg = self.lock();
             if let Some((v, r)) = &reg.built {
                 if *v == reg.version {
                     return r.clone();
                 }
             }
-            let secrets = reg.values.iter().flat_map(|((id, key), values)| {
-                values
-                    .iter()
-                    .map(move |v| (id.clone(), key.clone(), v.clone()))
-            });
-            (
-                reg.version,
-                Redactor::builder()
-                    .min_secret_len(reg.min_secret_len)
-                    .detect_patterns(reg.detect_patterns)
-                    .secrets(secrets),
-            )
+            (reg.version, reg.plan())
         };
-        let redactor = match builder.build() {
+        let built = match plan {
+            Plan::Full { secrets, snapshot } => build_full(secrets, &snapshot, self, version),
+            Plan::Overlay {
+                base,
+                secrets,
+                min_secret_len,
+                detect,
+            } => detector(detect)
+                .and_then(|d| Redactor::with_overlay(base, secrets, min_secret_len, d)),
+        };
+        let redactor = match built {
             Ok(r) => Arc::new(r),
             Err(e) => {
                 // Only reachable past the automaton's size limits: keep the last good one.
@@ -172,5 +183,114 @@ impl RedactorHandle {
             reg.built = Some((version, redactor.clone()));
         }
         redactor
+    }
+}
+
+/// How many values added since the last full build go into an overlay before the next
+/// [`RedactorHandle::current`] rebuilds everything.
+pub const OVERLAY_MAX_VALUES: usize = 64;
+
+type Secrets = Vec<(String, String, SecretString)>;
+
+/// The last full build: its layer and the values it covers.
+struct Base {
+    version: u64,
+    layer: Option<Arc<Layer>>,
+    values: HashMap<(String, String), Vec<SecretString>>,
+    min_secret_len: usize,
+    detect_patterns: bool,
+}
+
+enum Plan {
+    Full {
+        secrets: Secrets,
+        snapshot: HashMap<(String, String), Vec<SecretString>>,
+    },
+    Overlay {
+        base: Arc<Layer>,
+        secrets: Secrets,
+        min_secret_len: usize,
+        detect: bool,
+    },
+}
+
+fn detector(on: bool) -> hive_cred_core::Result<Option<Arc<super::Detector>>> {
+    on.then(shared_detector).transpose()
+}
+
+fn build_full(
+    secrets: Secrets,
+    snapshot: &HashMap<(String, String), Vec<SecretString>>,
+    handle: &RedactorHandle,
+    version: u64,
+) -> hive_cred_core::Result<Redactor> {
+    let (min_secret_len, detect) = {
+        let reg = handle.lock();
+        (reg.min_secret_len, reg.detect_patterns)
+    };
+    let layer = build_layer(secrets, min_secret_len)?;
+    let redactor = Redactor::from_parts(layer.iter().cloned().collect(), detector(detect)?);
+    let mut reg = handle.lock();
+    if reg.base.as_ref().is_none_or(|b| b.version < version) {
+        reg.base = Some(Base {
+            version,
+            layer,
+            values: snapshot.clone(),
+            min_secret_len,
+            detect_patterns: detect,
+        });
+    }
+    Ok(redactor)
+}
+
+impl Registry {
+    fn all_secrets(&self) -> Secrets {
+        self.values
+            .iter()
+            .flat_map(|((id, key), values)| {
+                values
+                    .iter()
+                    .map(move |v| (id.clone(), key.clone(), v.clone()))
+            })
+            .collect()
+    }
+
+    fn plan(&self) -> Plan {
+        let full = || Plan::Full {
+            secrets: self.all_secrets(),
+            snapshot: self.values.clone(),
+        };
+        let Some(base) = &self.base else {
+            return full();
+        };
+        if base.min_secret_len != self.min_secret_len
+            || base.detect_patterns != self.detect_patterns
+        {
+            return full();
+        }
+        let Some(layer) = &base.layer else {
+            return full();
+        };
+        let mut added: Secrets = Vec::new();
+        for ((id, key), values) in &self.values {
+            let known = base.values.get(&(id.clone(), key.clone()));
+            for v in values {
+                // EXPOSE: compare with the values the full build covers.
+                let new = v.expose_secret();
+                // EXPOSE: same comparison, on the base side.
+                if !known.is_some_and(|k| k.iter().any(|b| b.expose_secret() == new)) {
+                    added.push((id.clone(), key.clone(), v.clone()));
+                }
+            }
+        }
+        if added.len() > OVERLAY_MAX_VALUES {
+            return full();
+        }
+        Plan::Overlay {
+            base: layer.clone(),
+            secrets: added,
+            min_secret_len: self.min_secret_len,
+            detect: self.detect_patterns,
+        }
     }
 }

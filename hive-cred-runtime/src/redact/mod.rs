@@ -28,7 +28,7 @@ use crate::encoding::{self, PatternKind};
 use detect::Detector;
 use prefilter::Prefilter;
 
-pub use handle::{RETAINED_VALUES, RedactorHandle};
+pub use handle::{OVERLAY_MAX_VALUES, RETAINED_VALUES, RedactorHandle};
 pub use stream::{RedactingMakeWriter, RedactingWriter, StreamRedactor};
 
 /// The default shortest secret value that is redacted, in bytes.
@@ -122,10 +122,31 @@ struct PatternInfo {
 /// ```
 #[derive(Clone)]
 pub struct Redactor {
-    inner: Arc<Inner>,
+    /// One layer, or (after a refresh, see [`RedactorHandle`]) a shared base layer and a
+    /// small overlay with the values added since the base was built.
+    layers: Vec<Arc<Layer>>,
+    detector: Option<Arc<Detector>>,
+    secrets: usize,
+    patterns: usize,
+    max_pattern_len: usize,
+    holdback: usize,
 }
 
-struct Inner {
+/// Marker ids: `layer << 24 | local`; local `2l` / `2l + 1` are label `l`'s whole and
+/// partial markers; layer [`DETECTED`] holds the pattern rules, local = rule index.
+const LAYER_SHIFT: u32 = 24;
+const DETECTED: u32 = 0xFF;
+
+fn is_detected(m: u32) -> bool {
+    m >> LAYER_SHIFT == DETECTED
+}
+
+fn is_partial(m: u32) -> bool {
+    !is_detected(m) && m % 2 == 1
+}
+
+/// The automata over one set of secrets.
+struct Layer {
     /// Exact patterns: raw, JSON, base64 forms, and the partial runs.
     exact: Option<AhoCorasick>,
     exact_info: Vec<PatternInfo>,
@@ -139,23 +160,22 @@ struct Inner {
     prefilter: Option<Prefilter>,
     /// Secret values that have partial patterns, for extending those matches.
     partials: Vec<Zeroizing<Vec<u8>>>,
-    /// Marker `2l` (whole) and `2l + 1` (partial) of label `l`, then one per rule.
+    /// Marker `2l` (whole) and `2l + 1` (partial) of label `l`.
     markers: Vec<Arc<str>>,
-    /// The first detected-rule marker.
-    detected_base: u32,
-    detector: Option<Arc<Detector>>,
     secrets: usize,
     patterns: usize,
     max_pattern_len: usize,
-    holdback: usize,
+    max_base64_len: usize,
+    min_base64_len: usize,
 }
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Redactor")
-            .field("secrets", &self.inner.secrets)
-            .field("patterns", &self.inner.patterns)
-            .field("detect_patterns", &self.inner.detector.is_some())
+            .field("secrets", &self.secrets)
+            .field("patterns", &self.patterns)
+            .field("layers", &self.layers.len())
+            .field("detect_patterns", &self.detector.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -266,21 +286,36 @@ impl RedactorBuilder {
 
     /// Builds the automata. Fails only if an automaton would exceed the library's
     /// size limits (millions of patterns).
-    pub fn build(mut self) -> Result<Redactor> {
+    pub fn build(self) -> Result<Redactor> {
+        let detector = if self.detect_patterns {
+            Some(shared_detector()?)
+        } else {
+            None
+        };
+        let layer = build_layer(self.secrets, self.min_secret_len)?;
+        Ok(Redactor::from_parts(layer.into_iter().collect(), detector))
+    }
+}
+
+/// Builds the automata over `secrets`; `None` when no value is long enough.
+fn build_layer(
+    mut secrets: Vec<(String, String, SecretString)>,
+    min_secret_len: usize,
+) -> Result<Option<Arc<Layer>>> {
+    {
         // Deterministic: the first (id, key) in order wins a value shared by several keys.
-        self.secrets
-            .sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+        secrets.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
         let mut markers: Vec<Arc<str>> = Vec::new();
         let mut partials: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         // (pattern, kind, info); deduplicated below, first insertion wins.
         let mut entries: Vec<(Zeroizing<Vec<u8>>, PatternKind, PatternInfo)> = Vec::new();
-        let mut secrets = 0;
-        let min_inner = MIN_ALIGNED_FRAGMENT.max(self.min_secret_len);
+        let mut count = 0;
+        let min_inner = MIN_ALIGNED_FRAGMENT.max(min_secret_len);
         let mut last_label: Option<(&str, &str)> = None;
-        for (id, key, value) in &self.secrets {
+        for (id, key, value) in &secrets {
             // EXPOSE: the redactor must know the value to find it in text.
             let raw = value.expose_secret();
-            if raw.len() < self.min_secret_len {
+            if raw.len() < min_secret_len {
                 tracing::debug!(
                     target: "hive_cred::redact",
                     id = id.as_str(),
@@ -289,7 +324,7 @@ impl RedactorBuilder {
                 );
                 continue;
             }
-            secrets += 1;
+            count += 1;
             if last_label != Some((id.as_str(), key.as_str())) {
                 markers.push(marker(id, key).into());
                 markers.push(partial_marker(id, key).into());
@@ -335,17 +370,8 @@ impl RedactorBuilder {
         // secret in order) wins.
         entries.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
         entries.dedup_by(|later, first| later.0.as_slice() == first.0.as_slice());
-        let detector = if self.detect_patterns {
-            Some(shared_detector()?)
-        } else {
-            None
-        };
-        if entries.is_empty() && detector.is_none() {
-            return Ok(Redactor::empty());
-        }
-        let detected_base = markers.len() as u32;
-        if let Some(d) = &detector {
-            markers.extend(d.names().iter().map(|n| Arc::from(detected_marker(n))));
+        if entries.is_empty() {
+            return Ok(None);
         }
         let mut exact: Vec<&[u8]> = Vec::new();
         let mut exact_info = Vec::new();
@@ -355,6 +381,7 @@ impl RedactorBuilder {
         let mut wrapped_info = Vec::new();
         let mut max_pattern_len = 0;
         let mut max_base64_len = 0;
+        let mut min_base64_len = usize::MAX;
         for (p, kind, info) in &entries {
             max_pattern_len = max_pattern_len.max(p.len());
             match kind {
@@ -372,37 +399,28 @@ impl RedactorBuilder {
                     wrapped.push(p.as_slice());
                     wrapped_info.push(*info);
                     max_base64_len = max_base64_len.max(p.len());
+                    min_base64_len = min_base64_len.min(p.len());
                 }
             }
         }
         let prefilter = Prefilter::new(entries.iter().map(|e| &e.0));
         let anchored = prefilter.is_some();
-        // A hit of a literal pattern is complete `max_pattern_len` bytes after its start,
-        // and a suffix run reaches as far back: hold back twice that. A wrapped base64
-        // form with a `\r\n` after every character is at most three times as long. A
-        // rule match needs one byte after it for `\b`.
-        let holdback = (2 * max_pattern_len)
-            .max(3 * max_base64_len)
-            .max(detector.as_ref().map_or(0, |d| d.max_len() + 1));
-        Ok(Redactor {
-            inner: Arc::new(Inner {
-                exact: build_automaton(&exact, false, anchored)?,
-                folded: build_automaton(&folded, true, anchored)?,
-                wrapped: build_automaton(&wrapped, false, false)?,
-                exact_info,
-                folded_info,
-                wrapped_info,
-                prefilter,
-                partials,
-                markers,
-                detected_base,
-                detector,
-                secrets,
-                patterns: entries.len(),
-                max_pattern_len,
-                holdback,
-            }),
-        })
+        Ok(Some(Arc::new(Layer {
+            exact: build_automaton(&exact, false, anchored)?,
+            folded: build_automaton(&folded, true, anchored)?,
+            wrapped: build_automaton(&wrapped, false, anchored)?,
+            exact_info,
+            folded_info,
+            wrapped_info,
+            prefilter,
+            partials,
+            markers,
+            secrets: count,
+            patterns: entries.len(),
+            max_pattern_len,
+            max_base64_len,
+            min_base64_len,
+        })))
     }
 }
 
@@ -414,69 +432,84 @@ impl Redactor {
 
     /// A redactor that knows no secrets.
     pub fn empty() -> Self {
-        static EMPTY: OnceLock<Arc<Inner>> = OnceLock::new();
-        let inner = EMPTY
-            .get_or_init(|| {
-                Arc::new(Inner {
-                    exact: None,
-                    exact_info: Vec::new(),
-                    folded: None,
-                    folded_info: Vec::new(),
-                    wrapped: None,
-                    wrapped_info: Vec::new(),
-                    prefilter: None,
-                    partials: Vec::new(),
-                    markers: Vec::new(),
-                    detected_base: 0,
-                    detector: None,
-                    secrets: 0,
-                    patterns: 0,
-                    max_pattern_len: 0,
-                    holdback: 0,
-                })
-            })
-            .clone();
-        Redactor { inner }
+        Redactor::from_parts(Vec::new(), None)
+    }
+
+    fn from_parts(layers: Vec<Arc<Layer>>, detector: Option<Arc<Detector>>) -> Self {
+        let max_pattern_len = layers.iter().map(|l| l.max_pattern_len).max().unwrap_or(0);
+        let max_base64_len = layers.iter().map(|l| l.max_base64_len).max().unwrap_or(0);
+        // A hit of a literal pattern is complete `max_pattern_len` bytes after its start,
+        // and a suffix run reaches as far back: hold back twice that. A wrapped base64
+        // form with a `\r\n` after every character is at most three times as long. A
+        // rule match needs one byte after it for `\b`.
+        let holdback = (2 * max_pattern_len)
+            .max(3 * max_base64_len)
+            .max(detector.as_ref().map_or(0, |d| d.max_len() + 1));
+        Redactor {
+            secrets: layers.iter().map(|l| l.secrets).sum(),
+            patterns: layers.iter().map(|l| l.patterns).sum(),
+            max_pattern_len,
+            holdback,
+            layers,
+            detector,
+        }
+    }
+
+    /// This redactor's base layer plus one over `secrets` (what a [`RedactorHandle`]
+    /// builds after a refresh instead of rebuilding every secret).
+    fn with_overlay(
+        base: Arc<Layer>,
+        secrets: Vec<(String, String, SecretString)>,
+        min_secret_len: usize,
+        detector: Option<Arc<Detector>>,
+    ) -> Result<Redactor> {
+        let mut layers = vec![base];
+        layers.extend(build_layer(secrets, min_secret_len)?);
+        Ok(Redactor::from_parts(layers, detector))
     }
 
     /// How many secret values it redacts.
     pub fn secret_count(&self) -> usize {
-        self.inner.secrets
+        self.secrets
     }
 
     /// How many literal patterns (secrets times distinct encodings, plus partial runs)
     /// the automata hold.
     pub fn pattern_count(&self) -> usize {
-        self.inner.patterns
+        self.patterns
     }
 
     /// The longest literal pattern, in bytes.
     pub fn max_pattern_len(&self) -> usize {
-        self.inner.max_pattern_len
+        self.max_pattern_len
     }
 
     /// How many bytes a [`StreamRedactor`] holds back (at most) before it can decide
     /// them.
     pub fn holdback_len(&self) -> usize {
-        self.inner.holdback
+        self.holdback
     }
 
     /// Whether the pattern layer is on.
     pub fn detects_patterns(&self) -> bool {
-        self.inner.detector.is_some()
+        self.detector.is_some()
     }
 
     /// Heap bytes held by the automata and the prefilter (not counting the compiled
     /// pattern rules, which are shared by every redactor).
     pub fn memory_usage(&self) -> usize {
-        let i = &self.inner;
-        [&i.exact, &i.folded, &i.wrapped]
-            .into_iter()
-            .flatten()
-            .map(AhoCorasick::memory_usage)
-            .sum::<usize>()
-            + i.prefilter.as_ref().map_or(0, Prefilter::memory_usage)
-            + i.partials.iter().map(|p| p.len()).sum::<usize>()
+        self.layers
+            .iter()
+            .map(|i| {
+                [&i.exact, &i.folded, &i.wrapped]
+                    .into_iter()
+                    .flatten()
+                    .map(AhoCorasick::memory_usage)
+                    .sum::<usize>()
+                    + i.prefilter.as_ref().map_or(0, Prefilter::memory_usage)
+                    + i.partials.iter().map(|p| p.len()).sum::<usize>()
+            })
+            .sum()
     }
 
     /// Whether `text` contains any known secret (or, with the pattern layer, any
@@ -527,29 +560,131 @@ impl Redactor {
 
     /// Appends every hit starting at or after `from` (bytes before are context).
     fn hits(&self, hay: &[u8], from: usize, out: &mut Vec<Hit>) {
-        self.literal_hits(hay, from, out);
-        if let Some(ac) = &self.inner.wrapped {
-            wrapped::hits(ac, hay, from, &mut |start, end, pattern| {
-                out.push(self.hit_for(&self.inner.wrapped_info, pattern, start, end));
-            });
+        for (n, layer) in self.layers.iter().enumerate() {
+            let tag = (n as u32) << LAYER_SHIFT;
+            layer.literal_hits(hay, from, tag, out);
+            if let Some(ac) = &layer.wrapped {
+                let pf = layer.prefilter.as_ref();
+                let min = layer.min_base64_len;
+                wrapped::hits(ac, pf, min, hay, from, &mut |start, end, pattern| {
+                    out.push(layer.hit_for(&layer.wrapped_info, pattern, start, end, tag));
+                });
+            }
         }
-        if let Some(d) = &self.inner.detector {
-            d.hits(hay, from, self.inner.detected_base, out);
+        if let Some(d) = &self.detector {
+            d.hits(hay, from, DETECTED << LAYER_SHIFT, out);
         }
     }
 
-    fn hit_for(&self, info: &[PatternInfo], pattern: usize, start: usize, end: usize) -> Hit {
+    fn marker_text(&self, m: u32) -> Cow<'_, str> {
+        let (layer, local) = (m >> LAYER_SHIFT, (m & ((1 << LAYER_SHIFT) - 1)) as usize);
+        if layer == DETECTED {
+            let name = self
+                .detector
+                .as_ref()
+                .map_or("unknown", |d| d.names()[local].as_str());
+            Cow::Owned(detected_marker(name))
+        } else {
+            Cow::Borrowed(&self.layers[layer as usize].markers[local])
+        }
+    }
+
+    /// Writes `hay[from..]` with the union of `hits` replaced into `out`, up to `limit`
+    /// (or the end). A merged span that starts before `limit` but reaches past it is not
+    /// written: the returned position, where writing stopped, is its start.
+    fn emit(
+        &self,
+        hay: &[u8],
+        from: usize,
+        limit: Option<usize>,
+        hits: &mut [Hit],
+        out: &mut Vec<u8>,
+    ) -> usize {
+        hits.sort_unstable_by_key(|h| (h.start, h.end));
+        let mut pos = from;
+        let mut i = 0;
+        while i < hits.len() {
+            let start = hits[i].start;
+            let mut end = hits[i].end;
+            let mut j = i + 1;
+            while j < hits.len() && hits[j].start < end {
+                end = end.max(hits[j].end);
+                j += 1;
+            }
+            if let Some(limit) = limit {
+                if start >= limit {
+                    break;
+                }
+                if end > limit {
+                    out.extend_from_slice(&hay[pos..start]);
+                    return start;
+                }
+            }
+            out.extend_from_slice(&hay[pos..start]);
+            self.write_markers(&hits[i..j], out);
+            pos = end;
+            i = j;
+        }
+        let end = limit.map_or(hay.len(), |l| l.max(pos));
+        out.extend_from_slice(&hay[pos..end]);
+        end
+    }
+
+    /// The markers of one merged span: each distinct one in order; a partial marker
+    /// only without the whole one of the same secret and when no whole secret covers
+    /// its run; a detected one only without any registered secret and only the first
+    /// rule (in file order) of those that overlap.
+    fn write_markers(&self, hits: &[Hit], out: &mut Vec<u8>) {
+        let any_secret = hits.iter().any(|h| !is_detected(h.marker));
+        let mut written: Vec<Cow<'_, str>> = Vec::with_capacity(hits.len());
+        for h in hits {
+            let m = h.marker;
+            let skip = (is_detected(m)
+                && (any_secret
+                    || hits
+                        .iter()
+                        .any(|o| is_detected(o.marker) && o.marker < m)))
+                || (is_partial(m) && hits.iter().any(|o| o.marker == m - 1))
+                // A partial run inside a whole secret's span shows nothing more.
+                || (is_partial(m)
+                    && hits.iter().any(|o| {
+                        !is_detected(o.marker)
+                            && !is_partial(o.marker)
+                            && o.start <= h.start
+                            && h.end <= o.end
+                    }));
+            if skip {
+                continue;
+            }
+            let text = self.marker_text(m);
+            if !written.contains(&text) {
+                out.extend_from_slice(text.as_bytes());
+                written.push(text);
+            }
+        }
+    }
+}
+
+impl Layer {
+    fn hit_for(
+        &self,
+        info: &[PatternInfo],
+        pattern: usize,
+        start: usize,
+        end: usize,
+        tag: u32,
+    ) -> Hit {
         let info = info[pattern];
         let partial = u32::from(!matches!(info.role, PatternRole::Whole));
         Hit {
             start,
             end,
-            marker: 2 * info.label + partial,
+            marker: tag | (2 * info.label + partial),
         }
     }
 
-    fn literal_hits(&self, hay: &[u8], from: usize, out: &mut Vec<Hit>) {
-        let inner = &*self.inner;
+    fn literal_hits(&self, hay: &[u8], from: usize, tag: u32, out: &mut Vec<Hit>) {
+        let inner = self;
         if inner.exact.is_none() && inner.folded.is_none() {
             return;
         }
@@ -563,7 +698,7 @@ impl Redactor {
                 while g + pf.q <= hay.len() {
                     if pf.hit(hay, g) {
                         for s in (g + 1 - pf.stride).max(from)..=g {
-                            self.longest_at(hay, from, s, out);
+                            self.longest_at(hay, from, s, tag, out);
                         }
                     }
                     g += pf.stride;
@@ -581,7 +716,7 @@ impl Redactor {
                         .map(|m| m.start())
                         .min();
                     let Some(s) = next else { break };
-                    self.longest_at(hay, from, s, out);
+                    self.longest_at(hay, from, s, tag, out);
                     pos = s + 1;
                 }
             }
@@ -589,8 +724,8 @@ impl Redactor {
     }
 
     /// The longest literal match starting at `s`, if any, with partial runs extended.
-    fn longest_at(&self, hay: &[u8], from: usize, s: usize, out: &mut Vec<Hit>) {
-        let inner = &*self.inner;
+    fn longest_at(&self, hay: &[u8], from: usize, s: usize, tag: u32, out: &mut Vec<Hit>) {
+        let inner = self;
         let mut best: Option<(usize, PatternInfo)> = None;
         for (ac, info) in [
             (&inner.exact, &inner.exact_info),
@@ -647,76 +782,8 @@ impl Redactor {
         out.push(Hit {
             start,
             end,
-            marker: 2 * info.label + partial,
+            marker: tag | (2 * info.label + partial),
         });
-    }
-
-    /// Writes `hay[from..]` with the union of `hits` replaced into `out`, up to `limit`
-    /// (or the end). A merged span that starts before `limit` but reaches past it is not
-    /// written: the returned position, where writing stopped, is its start.
-    fn emit(
-        &self,
-        hay: &[u8],
-        from: usize,
-        limit: Option<usize>,
-        hits: &mut [Hit],
-        out: &mut Vec<u8>,
-    ) -> usize {
-        hits.sort_unstable_by_key(|h| (h.start, h.end));
-        let mut pos = from;
-        let mut i = 0;
-        while i < hits.len() {
-            let start = hits[i].start;
-            let mut end = hits[i].end;
-            let mut j = i + 1;
-            while j < hits.len() && hits[j].start < end {
-                end = end.max(hits[j].end);
-                j += 1;
-            }
-            if let Some(limit) = limit {
-                if start >= limit {
-                    break;
-                }
-                if end > limit {
-                    out.extend_from_slice(&hay[pos..start]);
-                    return start;
-                }
-            }
-            out.extend_from_slice(&hay[pos..start]);
-            self.write_markers(&hits[i..j], out);
-            pos = end;
-            i = j;
-        }
-        let end = limit.map_or(hay.len(), |l| l.max(pos));
-        out.extend_from_slice(&hay[pos..end]);
-        end
-    }
-
-    /// The markers of one merged span: each distinct one in order; a partial marker
-    /// only without the whole one of the same secret and when no whole secret covers
-    /// its run; a detected one only without any registered secret and only the first
-    /// rule (in file order) of those that overlap.
-    fn write_markers(&self, hits: &[Hit], out: &mut Vec<u8>) {
-        let base = self.inner.detected_base;
-        let any_secret = hits.iter().any(|h| h.marker < base);
-        let mut written: Vec<u32> = Vec::with_capacity(hits.len());
-        for h in hits {
-            let m = h.marker;
-            let partial = m < base && m % 2 == 1;
-            let skip = (m >= base
-                && (any_secret || hits.iter().any(|o| o.marker >= base && o.marker < m)))
-                || (partial && hits.iter().any(|o| o.marker == m - 1))
-                // A partial run inside a whole secret's span shows nothing more.
-                || (partial
-                    && hits.iter().any(|o| {
-                        o.marker < base && o.marker % 2 == 0 && o.start <= h.start && h.end <= o.end
-                    }))
-                || written.contains(&m);
-            if !skip {
-                written.push(m);
-                out.extend_from_slice(self.inner.markers[m as usize].as_bytes());
-            }
-        }
     }
 }
 

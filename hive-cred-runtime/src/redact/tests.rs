@@ -107,6 +107,19 @@ fn handle_tracks_refreshed_values_and_keeps_recent_ones() {
             .unwrap();
         h.observe(&c);
     }
+    // Out of the retained window, but still in the last full build: still redacted
+    // (safe: the old token may still be valid) until the next full build.
+    assert_eq!(
+        h.current().redact("token-one-111"),
+        "[hive:gh.access_token]"
+    );
+    for i in 0..=OVERLAY_MAX_VALUES {
+        h.add(
+            &format!("other{i}"),
+            "k",
+            format!("other-value-{i:04}").into(),
+        );
+    }
     assert_eq!(h.current().redact("token-one-111"), "token-one-111");
 }
 
@@ -199,4 +212,51 @@ fn a_registered_secret_hides_the_detected_marker() {
         .build()
         .unwrap();
     assert_eq!(r.redact(&format!("t={token}")), "t=[hive:gh.token]");
+}
+
+#[test]
+fn a_refresh_builds_an_overlay_and_enough_of_them_a_full_rebuild() {
+    let h = RedactorHandle::default();
+    let mut creds: Vec<CredentialObject> = (0..10)
+        .map(|i| {
+            let mut c = CredentialObject::new(&format!("c{i}"), CredentialType::OAuth2).unwrap();
+            c.set_key("t", format!("initial-value-{i:04}"), None)
+                .unwrap();
+            h.observe(&c);
+            c
+        })
+        .collect();
+    let full = h.current();
+    assert_eq!(full.layers.len(), 1);
+    creds[3].set_key("t", "refreshed-value-0003", None).unwrap();
+    h.observe(&creds[3]);
+    let after = h.current();
+    assert_eq!(after.layers.len(), 2, "base + overlay");
+    assert!(
+        Arc::ptr_eq(&full.layers[0], &after.layers[0]),
+        "base shared"
+    );
+    assert_eq!(
+        after.layers[1].secrets, 1,
+        "overlay holds only the new value"
+    );
+    assert_eq!(
+        after.redact("initial-value-0003 refreshed-value-0003 initial-value-0009"),
+        "[hive:c3.t] [hive:c3.t] [hive:c9.t]"
+    );
+    // Every key retains a few values, so many keys are needed to pass the limit.
+    for n in 0..=OVERLAY_MAX_VALUES {
+        h.add(
+            &format!("k{n}"),
+            "t",
+            format!("another-value-{n:04}").into(),
+        );
+    }
+    let rebuilt = h.current();
+    assert_eq!(
+        rebuilt.layers.len(),
+        1,
+        "too many added values: full rebuild"
+    );
+    assert_eq!(rebuilt.redact("another-value-0000"), "[hive:k0.t]");
 }

@@ -7,11 +7,26 @@
 //! regions (`word\nword`), so this pass costs one `memchr` over the text plus a little
 //! per line break.
 
-use aho_corasick::{AhoCorasick, Input};
+use aho_corasick::{AhoCorasick, Anchored, Input};
+
+use super::prefilter::Prefilter;
+
+/// Base64 and base64url characters and `=`, as a table (this pass tests every byte of
+/// every region; a table measured faster than the comparisons).
+static BASE64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_' | b'=');
+        b += 1;
+    }
+    t
+};
 
 #[inline]
 fn is_base64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=')
+    BASE64[usize::from(b)]
 }
 
 /// The end of the line break at `p` (`\n` or `\r\n`), if there is one.
@@ -25,15 +40,19 @@ fn break_end(hay: &[u8], p: usize) -> Option<usize> {
 }
 
 /// Calls `found(start, end, pattern)` for every match of `ac` that crosses a line break
-/// inside a wrapped region of `hay[from..]`.
+/// inside a wrapped region of `hay[from..]`. With a prefilter, `ac` must support
+/// anchored searches and candidates come from the filter's grid over each region.
 pub(super) fn hits(
     ac: &AhoCorasick,
+    prefilter: Option<&Prefilter>,
+    min_len: usize,
     hay: &[u8],
     from: usize,
     found: &mut dyn FnMut(usize, usize, usize),
 ) {
     let mut stripped: Vec<u8> = Vec::new();
-    let mut origin: Vec<usize> = Vec::new();
+    // (start in `stripped`, start in `hay`) of each line's run.
+    let mut segments: Vec<(usize, usize)> = Vec::new();
     let mut i = from;
     while let Some(off) = memchr::memchr(b'\n', &hay[i..]) {
         let nl = i + off;
@@ -54,32 +73,59 @@ pub(super) fn hits(
             start -= 1;
         }
         stripped.clear();
-        origin.clear();
+        segments.clear();
+        segments.push((0, start));
         stripped.extend_from_slice(&hay[start..left_end]);
-        origin.extend(start..left_end);
         let mut p = nl + 1;
         loop {
             let run = p;
             while p < hay.len() && is_base64(hay[p]) {
                 p += 1;
             }
+            segments.push((stripped.len(), run));
             stripped.extend_from_slice(&hay[run..p]);
-            origin.extend(run..p);
             match break_end(hay, p) {
                 Some(q) if p > run && hay.get(q).copied().is_some_and(is_base64) => p = q,
                 _ => break,
             }
         }
-        // Every start that has a match, with its longest match.
-        let mut pos = 0;
-        while let Some(m) = ac.find(Input::new(&stripped).range(pos..)) {
-            let (a, b) = (origin[m.start()], origin[m.end() - 1] + 1);
-            if b - a > m.len() {
+        i = p;
+        if stripped.len() < min_len {
+            continue;
+        }
+        let segment_of = |x: usize| segments.partition_point(|s| s.0 <= x) - 1;
+        let mut report = |m: aho_corasick::Match| {
+            let (first, last) = (segment_of(m.start()), segment_of(m.end() - 1));
+            if first != last {
+                let a = segments[first].1 + (m.start() - segments[first].0);
+                let b = segments[last].1 + (m.end() - 1 - segments[last].0) + 1;
                 found(a, b, m.pattern().as_usize());
             }
-            pos = m.start() + 1;
+        };
+        match prefilter {
+            Some(pf) => {
+                let mut g = pf.stride - 1;
+                while g + pf.q <= stripped.len() {
+                    if pf.hit(&stripped, g) {
+                        for s in g + 1 - pf.stride..=g {
+                            let input = Input::new(&stripped).range(s..).anchored(Anchored::Yes);
+                            if let Ok(Some(m)) = ac.try_find(input) {
+                                report(m);
+                            }
+                        }
+                    }
+                    g += pf.stride;
+                }
+            }
+            None => {
+                // Every start that has a match, with its longest match.
+                let mut pos = 0;
+                while let Some(m) = ac.find(Input::new(&stripped).range(pos..)) {
+                    pos = m.start() + 1;
+                    report(m);
+                }
+            }
         }
-        i = p;
     }
 }
 
@@ -92,7 +138,7 @@ mod tests {
         let ac = AhoCorasick::new(["QUJDREVGR0g"]).expect("builds");
         let mut got = Vec::new();
         let text = b"x QUJD\nREVG\r\nR0g y QUJDREVGR0g QUJD\n\nREVGR0g";
-        hits(&ac, text, 0, &mut |a, b, _| got.push((a, b)));
+        hits(&ac, None, 8, text, 0, &mut |a, b, _| got.push((a, b)));
         // Only the wrapped one: the unwrapped one is the plain pass's, the one across a
         // blank line is not a wrapped blob.
         assert_eq!(got, vec![(2, 16)]);
