@@ -1,11 +1,12 @@
 //! The encodings of a secret the [`Redactor`](crate::Redactor) looks for.
 //!
 //! For one secret value this produces every byte pattern under which it commonly shows
-//! up in text: raw, base64 and base64url (padded, unpadded, and the characters fully
+//! up in text: raw; base64 and base64url (padded, unpadded, and the characters fully
 //! determined by the secret at each of the three byte alignments inside a longer
-//! encoded blob, e.g. `Basic base64(user:secret)`), URL-encoded (upper- and lower-case
-//! hex, `+` for space), JSON-escaped (plain and ASCII-only `\uXXXX`), and hex (lower and
-//! upper case).
+//! encoded blob, e.g. `Basic base64(user:secret)`; these are also searched across line
+//! breaks); URL-encoded the ways common encoders do it (matched ASCII
+//! case-insensitively, so `%xx` in any case); JSON-escaped as Python, PHP, Java, Go
+//! and Gson write it; and hex (case-insensitive).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -17,15 +18,18 @@ use zeroize::Zeroizing;
 pub enum Encoding {
     /// The value as is.
     Raw,
-    /// RFC 4648 base64 (`+/`), with and without `=` padding, at any alignment.
+    /// RFC 4648 base64 (`+/`), with and without `=` padding, at any alignment, wrapped
+    /// with `\n` or `\r\n` at any width.
     Base64,
-    /// RFC 4648 base64url (`-_`), with and without `=` padding, at any alignment.
+    /// RFC 4648 base64url (`-_`), like [`Base64`](Self::Base64).
     Base64Url,
-    /// Percent-encoding of everything but RFC 3986 unreserved characters.
+    /// Percent-encoding as Python `quote`/`quote_plus`, Java, PHP and JavaScript do it,
+    /// `%xx` in any case, `+` or `%20` for space.
     UrlEncoded,
-    /// The inside of a JSON string literal.
+    /// The inside of a JSON string literal: plain, `\uXXXX` in either case, `\/`, and
+    /// Go's and Gson's HTML-safe escapes.
     JsonEscaped,
-    /// Hexadecimal, lower and upper case.
+    /// Hexadecimal, in any case.
     Hex,
 }
 
