@@ -697,9 +697,7 @@ impl Layer {
                 let mut g = from + pf.stride - 1;
                 while g + pf.q <= hay.len() {
                     if pf.hit(hay, g) {
-                        for s in (g + 1 - pf.stride).max(from)..=g {
-                            self.longest_at(hay, from, s, tag, out);
-                        }
+                        pf.starts(hay, g, from, |s| self.longest_at(hay, from, s, tag, out));
                     }
                     g += pf.stride;
                 }

@@ -15,6 +15,9 @@ pub(super) struct Prefilter {
     mask: u64,
     shift: u32,
     bits: Vec<u64>,
+    /// The same grams hashed with their offset in the pattern: at a hit, only the starts
+    /// whose offset is here get an automaton search.
+    offsets: Vec<u64>,
 }
 
 const FOLD: u64 = 0x2020_2020_2020_2020;
@@ -48,14 +51,39 @@ impl Prefilter {
             },
             shift: 64 - nbits.trailing_zeros(),
             bits: vec![0u64; nbits / 64],
+            offsets: vec![0u64; nbits / 64],
         };
         for p in patterns {
             for offset in 0..stride {
-                let h = pf.hash(window(p, offset));
+                let w = window(p, offset);
+                let h = pf.hash(w);
                 pf.bits[h / 64] |= 1 << (h % 64);
+                let h = pf.hash_at(w, offset);
+                pf.offsets[h / 64] |= 1 << (h % 64);
             }
         }
         Some(pf)
+    }
+
+    #[inline]
+    fn hash_at(&self, w: u64, offset: usize) -> usize {
+        let w = ((w | FOLD) & self.mask) ^ (offset as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        (w.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// Calls `f(s)` for each start `s` in `(p - stride, p]`, not before `from`, whose
+    /// q-gram at `p` is known at offset `p - s` of some pattern (call after [`hit`]).
+    ///
+    /// [`hit`]: Self::hit
+    #[inline]
+    pub(super) fn starts(&self, hay: &[u8], p: usize, from: usize, mut f: impl FnMut(usize)) {
+        let w = window(hay, p);
+        for offset in 0..self.stride.min(p + 1 - from) {
+            let h = self.hash_at(w, offset);
+            if self.offsets[h / 64] & (1 << (h % 64)) != 0 {
+                f(p - offset);
+            }
+        }
     }
 
     #[inline]
@@ -71,7 +99,7 @@ impl Prefilter {
 
     /// Heap bytes held.
     pub(super) fn memory_usage(&self) -> usize {
-        self.bits.len() * 8
+        (self.bits.len() + self.offsets.len()) * 8
     }
 }
 

@@ -107,12 +107,12 @@ pub(super) fn hits(
                 let mut g = pf.stride - 1;
                 while g + pf.q <= stripped.len() {
                     if pf.hit(&stripped, g) {
-                        for s in g + 1 - pf.stride..=g {
+                        pf.starts(&stripped, g, 0, |s| {
                             let input = Input::new(&stripped).range(s..).anchored(Anchored::Yes);
                             if let Ok(Some(m)) = ac.try_find(input) {
                                 report(m);
                             }
-                        }
+                        });
                     }
                     g += pf.stride;
                 }
