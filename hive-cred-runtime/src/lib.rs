@@ -13,8 +13,8 @@ pub use backend::{AUDIT_LOG_ENV, Backend, VAULT_ADDR_ENV};
 pub use config::{CONFIG_ENV, ProviderConfig, RuntimeConfig, SecretRef};
 pub use encoding::Encoding;
 pub use redact::{
-    DEFAULT_MIN_SECRET_LEN, RETAINED_VALUES, RedactingMakeWriter, RedactingWriter, Redactor,
-    RedactorBuilder, RedactorHandle, StreamRedactor, marker,
+    DEFAULT_MIN_SECRET_LEN, OVERLAY_MAX_VALUES, RETAINED_VALUES, RedactingMakeWriter,
+    RedactingWriter, Redactor, RedactorBuilder, RedactorHandle, StreamRedactor, marker,
 };
 pub use runtime::{
     AgentRuntime, AgentRuntimeBuilder, EnvLookup, NodeContext, NodeSpec, UnavailableCredentials,

@@ -180,8 +180,11 @@ proptest! {
 
 #[test]
 fn realistic_text_without_secrets_is_untouched() {
+    // The first secret's last 16 bytes used to appear in the text below; since issue 16
+    // a trailing run of max(12, half) bytes of a 24-byte secret is a partial leak and
+    // is redacted, so the secret's tail now differs from that hex word.
     let r = redactor(&[
-        "sk-live-0123456789abcdef".to_string(),
+        "sk-live-9876543210fedcba".to_string(),
         "ghp_ABCDEFGHIJKLMNOP".to_string(),
     ]);
     let text = "GET /api/v1/users?page=2 HTTP/1.1\nContent-Type: application/json\n\
