@@ -349,3 +349,56 @@ fn vault_address_without_the_feature_is_a_clear_error() {
         .code(4)
         .stderr(predicate::str::contains("`vault` feature"));
 }
+
+/// An agent's refresh whose save never landed (seen in the audit log) fails `doctor`:
+/// the new tokens exist only in that agent's memory.
+#[test]
+fn doctor_reports_a_refreshed_credential_that_was_never_saved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = init(tmp.path());
+    let log = tmp.path().join("audit.jsonl");
+    let rec = |op: &str, outcome: &str| {
+        let kind = if outcome == "error" {
+            r#","error_kind":"unavailable""#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"time":"2030-01-01T00:00:00Z","node":null,"credential_id":"github","operation":"{op}","outcome":"{outcome}"{kind},"duration_us":1}}"#
+        )
+    };
+    std::fs::write(
+        &log,
+        [
+            rec("refresh", "ok"),
+            rec("save", "error"),
+            rec("save", "error"),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    keyed(tmp.path(), &key)
+        .env("HIVE_CRED_AUDIT_LOG", &log)
+        .arg("doctor")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "FAIL  credential github: refreshed at",
+        ))
+        .stdout(predicate::str::contains(
+            "failed 2 time(s) (last: unavailable)",
+        ));
+    // Once a save lands, doctor is content.
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push('\n');
+    text.push_str(&rec("save", "ok"));
+    std::fs::write(&log, text).unwrap();
+    keyed(tmp.path(), &key)
+        .env("HIVE_CRED_AUDIT_LOG", &log)
+        .arg("doctor")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "ok    audit: every refreshed credential",
+        ));
+}

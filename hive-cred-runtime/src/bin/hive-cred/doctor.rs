@@ -54,6 +54,7 @@ pub async fn doctor(dir: Option<&Path>) -> u8 {
     };
 
     check_vault(&mut r).await;
+    check_unsaved_refreshes(&mut r, config.as_ref());
 
     let chosen = match backend(dir) {
         Ok(b) => b,
@@ -83,6 +84,76 @@ pub async fn doctor(dir: Option<&Path>) -> u8 {
         check_credentials(&mut r, &*storage, config.as_ref(), local_dir).await;
     }
     summary(&r)
+}
+
+/// Reads the audit log (`HIVE_CRED_AUDIT_LOG`, else the config's `audit_log`) for
+/// refreshed credentials whose save failed and never landed since: their new tokens
+/// live only in the memory of the agent process that refreshed them.
+fn check_unsaved_refreshes(r: &mut Report, config: Option<&hive_cred_runtime::RuntimeConfig>) {
+    let path = env(hive_cred_runtime::AUDIT_LOG_ENV)
+        .filter(|p| !p.trim().is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| config.and_then(|c| c.audit_log.clone()));
+    let Some(path) = path else {
+        r.info("audit: no audit log configured (HIVE_CRED_AUDIT_LOG or audit_log); unsaved refreshes cannot be checked");
+        return;
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            r.info(format!("audit: {} does not exist yet", path.display()));
+            return;
+        }
+        Err(e) => {
+            r.warn(format!("audit: cannot read {}: {e}", path.display()));
+            return;
+        }
+    };
+    let unsaved = unsaved_refreshes(&text);
+    if unsaved.is_empty() {
+        r.ok(format!(
+            "audit: every refreshed credential in {} was saved",
+            path.display()
+        ));
+    }
+    for (id, (failures, kind, since)) in unsaved {
+        r.fail(format!(
+            "credential {id}: refreshed at {since} but its save failed {failures} time(s) (last: {kind}); the new tokens exist only in the agent process that refreshed them, which keeps retrying: fix the storage and keep that process running until the audit log shows a successful save"
+        ));
+    }
+}
+
+/// Ids whose last successful refresh was followed by failed saves and no successful
+/// one: failures, last error kind, refresh time.
+fn unsaved_refreshes(text: &str) -> std::collections::BTreeMap<String, (usize, String, String)> {
+    use std::collections::BTreeMap;
+    let mut pending: BTreeMap<String, (usize, String, String)> = BTreeMap::new();
+    let mut refreshed: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(rec) = serde_json::from_str::<hive_cred_runtime::AuditRecord>(line) else {
+            continue;
+        };
+        let id = rec.credential_id.clone();
+        match (rec.operation.as_ref(), rec.outcome.as_ref()) {
+            ("refresh", "ok") => {
+                refreshed.insert(id, fmt_time(rec.time));
+            }
+            ("save", "ok") => {
+                refreshed.remove(&id);
+                pending.remove(&id);
+            }
+            ("save", "error") => {
+                if let Some(at) = refreshed.get(&id) {
+                    let kind = rec.error_kind.as_deref().unwrap_or("unknown").to_owned();
+                    let entry = pending.entry(id).or_insert((0, String::new(), at.clone()));
+                    entry.0 += 1;
+                    entry.1 = kind;
+                }
+            }
+            _ => {}
+        }
+    }
+    pending
 }
 
 fn summary(r: &Report) -> u8 {
@@ -274,5 +345,39 @@ fn count_unlisted_records(r: &mut Report, dir: &Path, listed: usize) {
             files - listed,
             dir.display()
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsaved_refreshes;
+
+    fn line(id: &str, op: &str, outcome: &str) -> String {
+        let kind = if outcome == "error" {
+            r#","error_kind":"unavailable""#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"time":"2030-01-01T00:00:00Z","node":null,"credential_id":"{id}","operation":"{op}","outcome":"{outcome}"{kind},"duration_us":1}}"#
+        )
+    }
+
+    #[test]
+    fn a_refresh_whose_saves_failed_without_a_later_success_is_reported() {
+        let log = [
+            line("gh", "refresh", "ok"),
+            line("gh", "save", "error"),
+            line("gh", "save", "error"),
+            line("slack", "refresh", "ok"),
+            line("slack", "save", "error"),
+            line("slack", "save", "ok"),
+            line("manual", "save", "error"),
+        ]
+        .join("\n");
+        let unsaved = unsaved_refreshes(&log);
+        assert_eq!(unsaved.len(), 1, "{unsaved:?}");
+        let (failures, kind, _) = &unsaved["gh"];
+        assert_eq!((*failures, kind.as_str()), (2, "unavailable"));
     }
 }
