@@ -368,9 +368,13 @@ impl CredentialStore {
     /// Loads (and refreshes if needed) through the single-flight map. The bool tells
     /// whether the result is a stale credential returned after a failed refresh.
     ///
-    /// A flight removes its own map entry when it ends, however it ends: its
-    /// [`FlightEntry`] guard is dropped on completion, on a panic (unwinding the task)
-    /// and on cancellation, and removes the entry only if it is still this flight's.
+    /// The flight runs on the callers' tasks (whoever polls the shared future), so a
+    /// cold get costs the backend's load and little more; only the refresh itself runs
+    /// on a task of its own (see `refresh::spawn_refresh`), so a caller that gives up
+    /// never abandons a token the provider has rotated. A flight removes its own map
+    /// entry when it ends, however it ends: its [`FlightEntry`] guard is dropped on
+    /// completion and on a panic, which `catch_unwind` turns into an error for every
+    /// waiter.
     async fn fetch(&self, id: &str, force: bool) -> Result<(Arc<CredentialObject>, bool)> {
         let cid = CredentialId::new(id)?;
         let flight = {
@@ -384,33 +388,16 @@ impl CredentialStore {
                     id: cid.clone(),
                     seq,
                 };
+                let id = cid.clone();
                 let work = async move {
                     let guard = guard;
                     guard.store.load_and_refresh(&guard.id, force).await
                 };
                 let fut: BoxFuture<'static, Result<Arc<CredentialObject>>> =
-                    match tokio::runtime::Handle::try_current() {
-                        Ok(handle) => {
-                            let task = handle.spawn(work);
-                            let id = cid.clone();
-                            async move {
-                                task.await.unwrap_or_else(|join| {
-                                    tracing::error!(target: "hive_cred::store", id = %id, panicked = join.is_panic(), "a credential refresh task ended abnormally; the next call tries again");
-                                    Err(Error::new(
-                                        ErrorKind::Unexpected,
-                                        if join.is_panic() {
-                                            "the credential's refresh panicked (in a provider or storage); the next call tries again"
-                                        } else {
-                                            "the credential's refresh task was cancelled; the next call tries again"
-                                        },
-                                    )
-                                    .with_context("id", &id))
-                                })
-                            }
-                            .boxed()
-                        }
-                        Err(_) => work.boxed(),
-                    };
+                    std::panic::AssertUnwindSafe(work)
+                        .catch_unwind()
+                        .map(move |r| r.unwrap_or_else(|_| Err(panicked(&id))))
+                        .boxed();
                 let shared = fut.shared();
                 flights.insert(cid.clone(), (seq, shared.clone()));
                 shared
@@ -476,6 +463,16 @@ impl CredentialStore {
         self.emit(id, key, op, outcome, started);
         trace_result(op.as_str(), id, outcome, started);
     }
+}
+
+/// The error every caller of a flight or refresh that panicked gets.
+fn panicked(id: &CredentialId) -> Error {
+    tracing::error!(target: "hive_cred::store", id = %id, "a credential load or refresh panicked; the next call tries again");
+    Error::new(
+        ErrorKind::Unexpected,
+        "the credential's refresh panicked (in a provider or storage); the next call tries again",
+    )
+    .with_context("id", id)
 }
 
 /// Removes a flight's entry from the map when the flight ends, however it ends.

@@ -118,8 +118,13 @@ impl CredentialStore {
             if let Some(gated) = self.earlier_failure(&kept, force) {
                 return gated;
             }
+            let store = self.clone();
             return self
-                .refresh_with((*kept).clone(), &provider, force, generation, &mut None)
+                .spawn_refresh(id, async move {
+                    store
+                        .refresh_with((*kept).clone(), &provider, force, generation, &mut None)
+                        .await
+                })
                 .await;
         }
         let started = Instant::now();
@@ -144,7 +149,34 @@ impl CredentialStore {
             self.put_cache(&c, generation);
             return Ok(c);
         }
-        self.refresh_loaded(loaded, force, generation).await
+        let store = self.clone();
+        self.spawn_refresh(id, async move {
+            store.refresh_loaded(loaded, force, generation).await
+        })
+        .await
+    }
+
+    /// Runs a refresh on a task of its own (when a Tokio runtime is around), so that it
+    /// finishes (token saved, lock released) even if every caller gives up: the provider
+    /// may already have rotated the refresh token. A panic in it is an error.
+    async fn spawn_refresh<F>(&self, id: &CredentialId, refresh: F) -> Result<Arc<CredentialObject>>
+    where
+        F: std::future::Future<Output = Result<Arc<CredentialObject>>> + Send + 'static,
+    {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.spawn(refresh).await.unwrap_or_else(|join| {
+                if join.is_panic() {
+                    Err(super::panicked(id))
+                } else {
+                    Err(Error::new(
+                        ErrorKind::Unexpected,
+                        "the credential's refresh task was cancelled (runtime shutting down); the next call tries again",
+                    )
+                    .with_context("id", id))
+                }
+            }),
+            Err(_) => refresh.await,
+        }
     }
 
     pub(super) fn provider_for(&self, c: &CredentialObject) -> Result<Arc<dyn CredentialProvider>> {

@@ -1334,3 +1334,46 @@ fn a_lease_ttl_shorter_than_a_refresh_is_a_config_error() {
     assert!(err.to_string().contains("lock TTL"), "{err}");
     assert!(build(56).is_ok(), "30 s + 2 x 10 s + 5 s = 55 s");
 }
+
+/// A storage whose first load panics.
+#[derive(Debug)]
+struct PanickyLoad {
+    mem: MemoryStorage,
+    loads: AtomicUsize,
+}
+
+#[async_trait]
+impl crate::StorageLayer for PanickyLoad {
+    fn inner(&self) -> &dyn CredentialStorage {
+        &self.mem
+    }
+    async fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
+        if self.loads.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Let a second caller join this flight first.
+            tokio::task::yield_now().await;
+            panic!("injected storage panic");
+        }
+        self.mem.load(id).await
+    }
+}
+
+/// A panic in the storage during a load (which runs on the caller's task) fails that
+/// flight's callers and leaves no entry behind.
+#[tokio::test]
+async fn a_panicking_load_fails_its_callers_and_the_next_call_tries_again() {
+    let storage = Arc::new(PanickyLoad {
+        mem: MemoryStorage::new(),
+        loads: AtomicUsize::new(0),
+    });
+    let mut c = CredentialObject::new("k", CredentialType::ApiKey).unwrap();
+    c.set_key("api_key", "v1", None).unwrap();
+    storage.mem.save(&c).await.unwrap();
+    let store = CredentialStore::builder().storage(storage).build().unwrap();
+    let (a, b) = tokio::join!(store.get("k"), store.get("k"));
+    for r in [a, b] {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unexpected);
+        assert!(e.to_string().contains("panicked"), "{e}");
+    }
+    assert!(store.get("k").await.is_ok());
+}
