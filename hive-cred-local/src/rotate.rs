@@ -60,6 +60,28 @@ impl Inner {
         })
     }
 
+    /// The header alone, re-wrapped under `new`; records and data keys unchanged.
+    pub(crate) fn rewrap_passphrase(&self, new: KeySource) -> Result<()> {
+        let params = self.options.scrypt_params();
+        let mut salt = [0u8; SALT_LEN];
+        fill_random(&mut salt)?;
+        let kek = derive_kek(&new, &params, &salt)?;
+        let scrypt = (new.kind() == KdfKind::Scrypt).then_some(params);
+        let (_guard, keys) = self.begin_write()?;
+        let mut staged = keys.rewrap(scrypt, salt, kek, keys.material_clone())?;
+        write_atomic(
+            &self.dir,
+            &self.header_path(),
+            &staged.header_bytes,
+            Flush::All,
+        )?;
+        staged.on_disk = true;
+        self.install_keys(staged);
+        self.set_source(new);
+        tracing::info!(dir = %self.dir.display(), "re-wrapped the credential store's data key under a new passphrase or key");
+        Ok(())
+    }
+
     pub(crate) fn rotate_data_key(&self) -> Result<RotationReport> {
         let (_guard, keys) = self.begin_write()?;
         // Sealed under the key being retired; the next list writes a new one.

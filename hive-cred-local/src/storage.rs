@@ -161,6 +161,21 @@ impl LocalStorage {
             .map(|_| ())
     }
 
+    /// Changes what protects the store to `new` **without** rotating the data key: only
+    /// the header is rewritten (one durable write, whatever the number of records).
+    ///
+    /// What it protects against: from then on the old passphrase with the store as it
+    /// is opens nothing. What it does not: the data key is unchanged, so anyone holding
+    /// a copy of the old header (a backup) and the old passphrase can still unwrap it
+    /// and read every record, including those written after the change. When that
+    /// matters (the old passphrase leaked), use [`change_passphrase`](Self::change_passphrase),
+    /// which also rotates the data key.
+    pub async fn rewrap_passphrase(&self, new: KeySource) -> Result<()> {
+        new.validate()?;
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.rewrap_passphrase(new)).await
+    }
+
     /// Re-encrypts every record under a fresh data key, then drops the old key.
     ///
     /// Crash-safe and resumable: the header first wraps both keys, each record is

@@ -305,6 +305,40 @@ async fn after_change_passphrase_the_old_passphrase_and_a_saved_old_header_open_
     );
 }
 
+/// The re-wrap-only form: the old passphrase no longer opens the store as it is, but a
+/// saved old header still unwraps the unchanged data key (what `change_passphrase`
+/// rotates away), as the README says.
+#[tokio::test]
+async fn rewrap_passphrase_changes_the_header_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), passphrase("old")).await;
+    s.save(&api_key("a", "v1")).await.unwrap();
+    let old_header = fs::read(tmp.path().join("store.header")).unwrap();
+    let records_before: Vec<_> = record_files(tmp.path())
+        .iter()
+        .map(|f| fs::read(f).unwrap())
+        .collect();
+    s.rewrap_passphrase(passphrase("new")).await.unwrap();
+    let records_after: Vec<_> = record_files(tmp.path())
+        .iter()
+        .map(|f| fs::read(f).unwrap())
+        .collect();
+    assert_eq!(records_before, records_after, "no record is rewritten");
+    s.save(&api_key("b", "v2")).await.unwrap();
+    let err = LocalStorage::open_with(tmp.path(), passphrase("old"), fast_options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decryption);
+    let reopened = open(tmp.path(), passphrase("new")).await;
+    assert_eq!(value_of(&reopened, "a").await, "v1");
+    assert_eq!(value_of(&reopened, "b").await, "v2");
+    // The documented limit: old header + old passphrase still read the records.
+    let attacker = copy_store(tmp.path());
+    fs::write(attacker.path().join("store.header"), &old_header).unwrap();
+    let old = open(attacker.path(), passphrase("old")).await;
+    assert_eq!(value_of(&old, "b").await, "v2");
+}
+
 #[tokio::test]
 async fn rotate_data_key_reencrypts_everything_and_other_handles_follow() {
     let tmp = tempfile::tempdir().unwrap();

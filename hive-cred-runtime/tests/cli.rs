@@ -267,6 +267,38 @@ fn init_refuses_an_existing_store_and_passphrase_stores_work() {
         .assert()
         .success()
         .stdout(predicate::str::contains("1 records re-encrypted"));
+    // The header-only form: records untouched, only the newest passphrase opens.
+    let records = || {
+        let mut v: Vec<Vec<u8>> = std::fs::read_dir(tmp.path().join("store"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cred"))
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = records();
+    with_pass("new passphrase here")
+        .args([
+            "change-passphrase",
+            "--keep-data-key",
+            "--scrypt-log-n",
+            "10",
+        ])
+        .write_stdin("third passphrase\n")
+        .assert()
+        .success();
+    assert_eq!(records(), before, "--keep-data-key rewrites no record");
+    with_pass("new passphrase here")
+        .arg("list")
+        .assert()
+        .code(5);
+    with_pass("third passphrase")
+        .args(["get", "s", "--reveal", "k"])
+        .assert()
+        .success()
+        .stdout(format!("{SECRET}\n"));
 }
 
 #[test]

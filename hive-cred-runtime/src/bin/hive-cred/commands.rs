@@ -128,7 +128,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::ChangePassphrase {
             generate_key,
             scrypt_log_n,
-        } => change_passphrase(dir, generate_key, scrypt_log_n).await,
+            keep_data_key,
+        } => change_passphrase(dir, generate_key, scrypt_log_n, keep_data_key).await,
         Command::RotateKey => rotate_key(dir).await,
         Command::ImportHive { dir: src, key_env } => import_hive(dir, &src, key_env).await,
         Command::Doctor => Ok(crate::doctor::doctor(dir).await),
@@ -408,17 +409,28 @@ async fn change_passphrase(
     dir: Option<&Path>,
     generate_key: bool,
     scrypt_log_n: Option<u8>,
+    keep_data_key: bool,
 ) -> Result<u8> {
     let dir = local_dir(dir, "change-passphrase")?;
     let storage = open_local_with(&dir, scrypt_log_n).await?;
+    let change = |key: KeySource| {
+        let storage = &storage;
+        async move {
+            if keep_data_key {
+                storage.rewrap_passphrase(key).await
+            } else {
+                storage.change_passphrase(key).await
+            }
+        }
+    };
     if generate_key {
         let (key, text) = KeySource::generate()?;
-        storage.change_passphrase(key).await?;
+        change(key).await?;
         println!("The store in {} now uses a generated key.", dir.display());
         show_key_once(&text);
     } else {
         let p = read_secret("New passphrase: ", "passphrase", true)?;
-        storage.change_passphrase(KeySource::Passphrase(p)).await?;
+        change(KeySource::Passphrase(p)).await?;
         println!(
             "Changed the passphrase of the store in {}; update HIVE_CREDENTIAL_PASSPHRASE wherever it is set.",
             dir.display()

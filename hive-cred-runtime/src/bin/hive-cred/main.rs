@@ -106,6 +106,11 @@ enum Command {
         /// scrypt cost 2^N for the new passphrase (10..=18; default 17).
         #[arg(long, value_name = "N", conflicts_with = "generate_key", value_parser = clap::value_parser!(u8).range(10..=18))]
         scrypt_log_n: Option<u8>,
+        /// Re-wrap the data key only (one header write) instead of re-encrypting every
+        /// record under a fresh one; a saved copy of the old header plus the old
+        /// passphrase would still open the records.
+        #[arg(long)]
+        keep_data_key: bool,
     },
     /// Re-encrypt every record of the local store under a fresh data key.
     RotateKey,
