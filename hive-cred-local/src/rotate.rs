@@ -14,9 +14,9 @@ use hive_cred_core::{Error, ErrorKind, Result};
 use zeroize::Zeroizing;
 
 use crate::format::MAX_RECORD_LEN;
-use crate::format::{KeyMaterial, SALT_LEN, parse_record, seal_record};
+use crate::format::{Key32, KeyMaterial, SALT_LEN, parse_record, seal_record};
 use crate::fs::{Flush, Role, read_regular, sync_dir, write_atomic};
-use crate::key::{KEY_LEN, KdfKind, KeySource, derive_kek, fill_random};
+use crate::key::{KEY_LEN, KdfKind, KeySource, ScryptParams, derive_kek, fill_random};
 use crate::keyring::Keyring;
 use crate::storage::Inner;
 
@@ -30,18 +30,34 @@ pub struct RotationReport {
     pub records_reencrypted: usize,
 }
 
+/// A new key-encryption key and what derived it.
+struct Wrapping {
+    scrypt: Option<ScryptParams>,
+    salt: [u8; SALT_LEN],
+    kek: Key32,
+}
+
 impl Inner {
-    pub(crate) fn change_passphrase(&self, new: KeySource) -> Result<RotationReport> {
-        // Derive the new wrapping key before taking the lock, so scrypt does not stall
-        // other writers.
+    /// A fresh salt and the wrapping key `new` derives with it. Called before the store
+    /// lock is taken, so scrypt does not stall other writers.
+    fn new_wrapping(&self, new: &KeySource) -> Result<Wrapping> {
         let params = self.options.scrypt_params();
         let mut salt = [0u8; SALT_LEN];
         fill_random(&mut salt)?;
-        let kek = derive_kek(&new, &params, &salt)?;
+        let kek = derive_kek(new, &params, &salt)?;
         let scrypt = (new.kind() == KdfKind::Scrypt).then_some(params);
-        let (_guard, keys) = self.begin_write()?;
-        self.remove_names_index()?;
-        let mut staged = keys.rewrap(scrypt, salt, kek, staged_material(&keys)?)?;
+        Ok(Wrapping { scrypt, salt, kek })
+    }
+
+    /// Durably writes `material` wrapped as `w` as the store's header and installs it.
+    /// Store lock held.
+    fn install_header(
+        &self,
+        keys: &Keyring,
+        w: Wrapping,
+        material: KeyMaterial,
+    ) -> Result<Arc<Keyring>> {
+        let mut staged = keys.rewrap(w.scrypt, w.salt, w.kek, material)?;
         write_atomic(
             &self.dir,
             &self.header_path(),
@@ -49,7 +65,14 @@ impl Inner {
             Flush::All,
         )?;
         staged.on_disk = true;
-        let keys = self.install_keys(staged);
+        Ok(self.install_keys(staged))
+    }
+
+    pub(crate) fn change_passphrase(&self, new: KeySource) -> Result<RotationReport> {
+        let wrapping = self.new_wrapping(&new)?;
+        let (_guard, keys) = self.begin_write()?;
+        self.remove_names_index()?;
+        let keys = self.install_header(&keys, wrapping, staged_material(&keys)?)?;
         self.set_source(new);
         tracing::info!(dir = %self.dir.display(), "changed the credential store's passphrase or key");
         self.finish_rotation(&keys).map_err(|e| {
@@ -62,21 +85,9 @@ impl Inner {
 
     /// The header alone, re-wrapped under `new`; records and data keys unchanged.
     pub(crate) fn rewrap_passphrase(&self, new: KeySource) -> Result<()> {
-        let params = self.options.scrypt_params();
-        let mut salt = [0u8; SALT_LEN];
-        fill_random(&mut salt)?;
-        let kek = derive_kek(&new, &params, &salt)?;
-        let scrypt = (new.kind() == KdfKind::Scrypt).then_some(params);
+        let wrapping = self.new_wrapping(&new)?;
         let (_guard, keys) = self.begin_write()?;
-        let mut staged = keys.rewrap(scrypt, salt, kek, keys.material_clone())?;
-        write_atomic(
-            &self.dir,
-            &self.header_path(),
-            &staged.header_bytes,
-            Flush::All,
-        )?;
-        staged.on_disk = true;
-        self.install_keys(staged);
+        self.install_header(&keys, wrapping, keys.material_clone())?;
         self.set_source(new);
         tracing::info!(dir = %self.dir.display(), "re-wrapped the credential store's data key under a new passphrase or key");
         Ok(())

@@ -308,6 +308,31 @@ async fn vault_holder_killed_mid_refresh_others_proceed_after_the_ttl() {
     killed_holder(shared, "vault").await;
 }
 
+/// After round `round` (counted from 0): every process reported it, the endpoint has
+/// seen exactly one token request per round so far, no reuse, and every task holds the
+/// newest token.
+fn assert_one_request_per_expiry(
+    results: &[RoundResult],
+    endpoint: &StrictEndpoint,
+    round: u32,
+    backend: &str,
+) {
+    assert!(results.iter().all(|r| r.round == round));
+    let counts = endpoint.counts();
+    assert_eq!(
+        (
+            counts.commits,
+            counts.arrivals,
+            counts.invalid_grants,
+            counts.revoked
+        ),
+        (u64::from(round) + 1, u64::from(round) + 1, 0, false),
+        "{backend}: round {round} with {} processes: one token request per expiry",
+        results.len()
+    );
+    assert_all_have_the_latest(results, endpoint, &format!("{backend} round {round}"));
+}
+
 /// 20 expiries in a row on a shared file clock: tokens live 120 s, the refresh window
 /// is 30 s, and each round moves the clock 100 s. Each round one process joins and one
 /// (after three rounds) leaves; three run 50 tasks each. Exactly one token request per
@@ -341,20 +366,7 @@ async fn rotations(shared: Shared, backend: &str) {
         );
         go(coord.path(), round);
         let results: Vec<RoundResult> = active.iter().map(|(_, proc)| proc.result()).collect();
-        assert!(results.iter().all(|r| r.round == round));
-        let counts = endpoint.counts();
-        assert_eq!(
-            (
-                counts.commits,
-                counts.arrivals,
-                counts.invalid_grants,
-                counts.revoked
-            ),
-            (u64::from(round) + 1, u64::from(round) + 1, 0, false),
-            "{backend}: round {round} with {} processes: one token request per expiry",
-            results.len()
-        );
-        assert_all_have_the_latest(&results, &endpoint, &format!("{backend} round {round}"));
+        assert_one_request_per_expiry(&results, &endpoint, round, backend);
         let (leaving, staying): (Vec<_>, Vec<_>) =
             active.into_iter().partition(|(end, _)| *end == round + 1);
         for (_, proc) in leaving {
@@ -408,19 +420,7 @@ async fn expiries_through_from_env(shared: Shared, backend: &str) {
     for round in 0..ROUNDS {
         go(coord.path(), round);
         let results: Vec<RoundResult> = procs.iter().map(Proc::result).collect();
-        assert!(results.iter().all(|r| r.round == round));
-        let counts = endpoint.counts();
-        assert_eq!(
-            (
-                counts.commits,
-                counts.arrivals,
-                counts.invalid_grants,
-                counts.revoked
-            ),
-            (u64::from(round) + 1, u64::from(round) + 1, 0, false),
-            "{backend}: round {round}: one token request per expiry across {PROCESSES} agents"
-        );
-        assert_all_have_the_latest(&results, &endpoint, &format!("{backend} round {round}"));
+        assert_one_request_per_expiry(&results, &endpoint, round, backend);
         // Into the next token's window (it refreshes at 2 s of its 4 s life).
         tokio::time::sleep(Duration::from_millis(2300)).await;
     }

@@ -85,6 +85,19 @@ struct Record {
     expires_at_ms: i64,
 }
 
+impl Record {
+    /// A record of `state` by `holder`, expiring (or released) at `at`.
+    fn new(state: State, holder: &str, at: DateTime<Utc>) -> Self {
+        Record {
+            v: LOCK_LAYOUT,
+            state,
+            holder: holder.to_owned(),
+            expires_at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            expires_at_ms: at.timestamp_millis(),
+        }
+    }
+}
+
 /// The lock secret as last read.
 #[derive(Debug)]
 enum Seen {
@@ -303,13 +316,7 @@ impl<'a> Lease<'a> {
             .now()
             .checked_add_signed(ttl)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let record = Record {
-            v: LOCK_LAYOUT,
-            state: State::Held,
-            holder: options.holder.clone(),
-            expires_at: expires_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            expires_at_ms: expires_at.timestamp_millis(),
-        };
+        let record = Record::new(State::Held, &options.holder, expires_at);
         match self.write(&record, cas, "lock").await? {
             Some(version) => {
                 if let Some(previous) = expired_holder {
@@ -516,13 +523,7 @@ async fn renew(
                 chrono::Duration::from_std(options.ttl).unwrap_or(chrono::Duration::MAX),
             )
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let record = Record {
-            v: LOCK_LAYOUT,
-            state: State::Held,
-            holder: options.holder.clone(),
-            expires_at: expires_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            expires_at_ms: expires_at.timestamp_millis(),
-        };
+        let record = Record::new(State::Held, &options.holder, expires_at);
         match lease.write(&record, st.version, "lock renewal").await {
             Ok(Some(version)) => {
                 st.version = version;
@@ -576,13 +577,7 @@ impl LockRelease for HeldLease {
             return Err(taken_over());
         }
         let now = self.clock.now();
-        let record = Record {
-            v: LOCK_LAYOUT,
-            state: State::Released,
-            holder: self.holder.clone(),
-            expires_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-            expires_at_ms: now.timestamp_millis(),
-        };
+        let record = Record::new(State::Released, &self.holder, now);
         match lease.write(&record, st.version, "unlock").await? {
             Some(_) => {
                 tracing::debug!(backend = "vault", id = %self.id, "released credential lock");

@@ -128,15 +128,7 @@ impl CredentialStore {
                 .await;
         }
         let started = Instant::now();
-        let loaded = self
-            .inner
-            .storage
-            .load(id)
-            .await
-            .map_err(|e| e.with_context("id", id).with_context("operation", "load"))?
-            .ok_or_else(|| {
-                Error::not_found(id).with_context("backend", self.inner.storage.backend_name())
-            })?;
+        let loaded = self.load_stored(id).await?;
         tracing::debug!(
             target: "hive_cred::store",
             id = %id,
@@ -176,6 +168,25 @@ impl CredentialStore {
                 }
             }),
             Err(_) => refresh.await,
+        }
+    }
+
+    /// The stored credential; `NotFound` when absent. Errors name the id and operation.
+    async fn load_stored(&self, id: &CredentialId) -> Result<CredentialObject> {
+        self.inner
+            .storage
+            .load(id)
+            .await
+            .map_err(|e| e.with_context("id", id).with_context("operation", "load"))?
+            .ok_or_else(|| {
+                Error::not_found(id).with_context("backend", self.inner.storage.backend_name())
+            })
+    }
+
+    /// Releases a credential's lock; a failure only means it lives to its TTL.
+    async fn release_lock(id: &CredentialId, held: CredentialLock) {
+        if let Err(e) = held.release().await {
+            tracing::warn!(target: "hive_cred::store", id = %id, kind = %e.kind(), "could not release the credential lock; it expires at its TTL");
         }
     }
 
@@ -284,9 +295,7 @@ impl CredentialStore {
         };
         // `refresh_with` takes the lock out when it hands it to a kept save.
         if let Some(held) = held {
-            if let Err(e) = held.release().await {
-                tracing::warn!(target: "hive_cred::store", id = %id, kind = %e.kind(), "could not release the credential lock; it expires at its TTL");
-            }
+            Self::release_lock(&id, held).await;
         }
         result
     }
@@ -332,13 +341,7 @@ impl CredentialStore {
                     .with_context("operation", "lock"));
             }
             if !force {
-                let current = self
-                    .inner
-                    .storage
-                    .load(id)
-                    .await
-                    .map_err(|e| e.with_context("id", id).with_context("operation", "load"))?
-                    .ok_or_else(|| Error::not_found(id))?;
+                let current = self.load_stored(id).await?;
                 if let Some(adopted) = self.adopt_if_refreshed(
                     &current,
                     read_version,
@@ -607,9 +610,7 @@ impl CredentialStore {
                     Instant::now(),
                 );
                 if let Some(held) = held {
-                    if let Err(e) = held.release().await {
-                        tracing::warn!(target: "hive_cred::store", id = %id, kind = %e.kind(), "could not release the credential lock; it expires at its TTL");
-                    }
+                    Self::release_lock(id, held).await;
                 }
                 true
             }
