@@ -294,6 +294,61 @@ impl CredentialStore {
         self.inner.storage.list().await
     }
 
+    /// Refreshes every stored credential with `auto_refresh` that is due
+    /// ([`RefreshPolicy::refresh_due_at`], keep-alive included), as a `get` would, and
+    /// returns how many were refreshed. For schedulers: an idle agent makes no `get`, so
+    /// without this a provider that expires unused refresh tokens would expire them. A
+    /// credential that fails is logged and audited (as any refresh) and does not stop
+    /// the others; only a failing `list` is an error.
+    pub async fn refresh_due(&self) -> Result<usize> {
+        let mut refreshed = 0;
+        for id in self.inner.storage.list().await? {
+            // What a get would start from, without refreshing it yet.
+            let current = match self.cached(id.as_str()).or_else(|| self.kept(&id)) {
+                Some(c) => c,
+                None => match self.load_stored(&id).await {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => {
+                        tracing::warn!(target: "hive_cred::store", id = %id, kind = %e.kind(), "scheduled refresh could not load the credential");
+                        continue;
+                    }
+                },
+            };
+            let before = current.last_refreshed();
+            let result = if self.due(&current, self.inner.clock.now()) {
+                self.fetch(id.as_str(), false).await.map(|(c, _)| c)
+            } else {
+                Ok(current)
+            };
+            match result {
+                Ok(c) if c.last_refreshed() > before => refreshed += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(target: "hive_cred::store", id = %id, kind = %e.kind(), "scheduled refresh failed");
+                }
+            }
+        }
+        Ok(refreshed)
+    }
+
+    /// Runs [`refresh_due`](Self::refresh_due) every `every` on a Tokio task until the
+    /// returned handle is aborted. With [`RefreshPolicy::with_keep_alive`] this keeps
+    /// refresh tokens of idle agents alive; without it, it refreshes tokens before they
+    /// expire instead of on the next use.
+    pub fn spawn_refresh_loop(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.refresh_due().await {
+                    tracing::warn!(target: "hive_cred::store", kind = %e.kind(), "scheduled refresh could not list credentials");
+                }
+            }
+        })
+    }
+
     /// Drops one credential from the cache.
     pub fn invalidate(&self, id: &str) {
         let mut cache = self.inner.cache.write().unwrap_or_else(|p| p.into_inner());

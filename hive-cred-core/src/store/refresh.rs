@@ -172,7 +172,7 @@ impl CredentialStore {
     }
 
     /// The stored credential; `NotFound` when absent. Errors name the id and operation.
-    async fn load_stored(&self, id: &CredentialId) -> Result<CredentialObject> {
+    pub(super) async fn load_stored(&self, id: &CredentialId) -> Result<CredentialObject> {
         self.inner
             .storage
             .load(id)
@@ -477,7 +477,7 @@ impl CredentialStore {
     }
 
     /// The kept (refreshed, unsaved) credential of `id`.
-    fn kept(&self, id: &CredentialId) -> Option<Arc<CredentialObject>> {
+    pub(super) fn kept(&self, id: &CredentialId) -> Option<Arc<CredentialObject>> {
         lock(&self.inner.unsaved).get(id).map(|u| u.fresh.clone())
     }
 

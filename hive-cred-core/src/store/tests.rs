@@ -1377,3 +1377,54 @@ async fn a_panicking_load_fails_its_callers_and_the_next_call_tries_again() {
     }
     assert!(store.get("k").await.is_ok());
 }
+
+/// The keep-alive: an idle credential whose token is still valid for weeks is refreshed
+/// by the scheduled `refresh_due` once its last refresh is older than the keep-alive,
+/// and not before; credentials that are not due are left alone.
+#[tokio::test(start_paused = true)]
+async fn refresh_due_keeps_idle_refresh_tokens_alive() {
+    let mut provider = StrictProvider::new();
+    // It stamps its tokens with the time of the refresh below.
+    provider.now = t0() + chrono::Duration::days(8);
+    let provider = Arc::new(provider);
+    let f = fixture(
+        Some(provider.clone()),
+        no_jitter().with_keep_alive(Some(chrono::Duration::days(7))),
+    );
+    let mut idle = oauth("idle", "at-0", t0() + chrono::Duration::days(30));
+    idle.set_last_refreshed(t0());
+    f.store.save(idle).await.unwrap();
+    let mut key = CredentialObject::new("plain", CredentialType::ApiKey).unwrap();
+    key.set_key("api_key", "v", None).unwrap();
+    f.store.save(key).await.unwrap();
+
+    assert_eq!(f.store.refresh_due().await.unwrap(), 0);
+    f.clock.advance(chrono::Duration::days(6));
+    assert_eq!(f.store.refresh_due().await.unwrap(), 0);
+    assert_eq!(provider.requests.load(Ordering::SeqCst), 0);
+    f.clock.advance(chrono::Duration::days(2));
+    f.store.clear_cache();
+    assert_eq!(f.store.refresh_due().await.unwrap(), 1);
+    assert_eq!(provider.requests.load(Ordering::SeqCst), 1);
+    let stored = f
+        .storage
+        .load(&"idle".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.last_refreshed(),
+        Some(t0() + chrono::Duration::days(8))
+    );
+    assert_eq!(
+        stored.get_key("refresh_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
+        "rt-2"
+    );
+
+    // The loop does the same on its own.
+    f.clock.advance(chrono::Duration::days(8));
+    let handle = f.store.spawn_refresh_loop(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    handle.abort();
+    assert!(provider.requests.load(Ordering::SeqCst) >= 2);
+}
