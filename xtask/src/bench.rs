@@ -110,6 +110,33 @@ pub const GOALS: &[Goal] = &[
         none_of: &[],
         target: Target::BelowNs(10.0 * US),
     },
+    // Issue 16: streaming with 1,000 secrets without the pattern layer; a refresh's
+    // rebuild.
+    Goal {
+        operation: "runtime: stream redaction, 1,000 secrets",
+        all_of: &["redact/stream_1000_secrets_plain"],
+        none_of: &[],
+        target: Target::AtLeastMibPerSec(500.0),
+    },
+    Goal {
+        operation: "runtime: redactor rebuild after a refresh, 1,000 secrets",
+        all_of: &["redact/refresh_"],
+        none_of: &[],
+        target: Target::AtMostNs(5.0 * MS),
+    },
+    // Issue 15 (hive-cred-runtime/benches/refresh.rs).
+    Goal {
+        operation: "runtime: refresh overhead, local store, durable save",
+        all_of: &["refresh/overhead_local_durable"],
+        none_of: &[],
+        target: Target::AtMostNs(1.0 * MS),
+    },
+    Goal {
+        operation: "runtime: pre-step, 5 warm credentials",
+        all_of: &["prestep/5_warm"],
+        none_of: &["baseline"],
+        target: Target::AtMostNs(5.0 * US),
+    },
 ];
 
 /// What `cargo xtask bench` was asked to do.
@@ -438,6 +465,14 @@ mod tests {
             "redactor/stream_1000x6_1MiB_4KiB_chunks",
             "redactor/build_1000x6",
             "runtime/prestep_10_fresh",
+            "redact/stream_1000_secrets_plain_64KiB_chunks",
+            "redact/stream_1000_secrets_patterns_64KiB_chunks",
+            "redact/refresh_rebuild_1000_secrets",
+            "redact/full_build_1000_secrets",
+            "refresh/overhead_local_durable",
+            "refresh/baseline_local_durable_save",
+            "prestep/5_warm",
+            "prestep/baseline_5_warm_gets",
             "vault_1000_stored/save",
             "credential_store_warm_get",
         ];
@@ -471,6 +506,19 @@ mod tests {
             ]
         );
         assert_eq!(matched("pre-step"), ["runtime/prestep_10_fresh"]);
+        assert_eq!(
+            matched("stream redaction"),
+            ["redact/stream_1000_secrets_plain_64KiB_chunks"]
+        );
+        assert_eq!(
+            matched("rebuild after a refresh"),
+            ["redact/refresh_rebuild_1000_secrets"]
+        );
+        assert_eq!(
+            matched("refresh overhead"),
+            ["refresh/overhead_local_durable"]
+        );
+        assert_eq!(matched("5 warm"), ["prestep/5_warm"]);
     }
 
     #[test]
