@@ -270,6 +270,35 @@ impl CredentialStore {
         result
     }
 
+    /// Creates or replaces a credential, whatever version is stored: reads the stored
+    /// version, saves over it with check-and-set, and tries again when another writer
+    /// got in between. Returns the stored copy.
+    ///
+    /// Unlike [`save`](Self::save), it overwrites concurrent changes, so do not use it
+    /// for credentials a refresh may rotate concurrently: it could put back a refresh
+    /// token the provider has already replaced. For those, get, modify and `save`.
+    pub async fn upsert(&self, mut credential: CredentialObject) -> Result<Arc<CredentialObject>> {
+        const ATTEMPTS: u32 = 16;
+        let id = credential.id().clone();
+        for _ in 0..ATTEMPTS {
+            let stored = self
+                .inner
+                .storage
+                .load(&id)
+                .await
+                .map_err(|e| e.with_context("id", &id).with_context("operation", "load"))?;
+            credential.set_version(stored.map_or(0, |c| c.version()));
+            match self.save(credential.clone()).await {
+                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                other => return other,
+            }
+        }
+        Err(Error::conflict(
+            &id,
+            "the credential kept changing while it was replaced; try again",
+        ))
+    }
+
     /// Deletes a credential; `Ok(false)` when it did not exist. A refreshed copy still
     /// waiting to be saved is dropped with it.
     pub async fn delete(&self, id: &str) -> Result<bool> {

@@ -1428,3 +1428,49 @@ async fn refresh_due_keeps_idle_refresh_tokens_alive() {
     handle.abort();
     assert!(provider.requests.load(Ordering::SeqCst) >= 2);
 }
+
+/// `upsert` creates, replaces a fresh object over an existing id (where `save`
+/// conflicts), and concurrent upserts all land: each conflict means another upsert
+/// landed, so 8 writers need at most 8 of its 16 attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_creates_and_replaces_whatever_version_is_stored() {
+    let f = fixture(None, no_jitter());
+    let make = |v: &str| {
+        let mut c = CredentialObject::new("brave", CredentialType::ApiKey).unwrap();
+        c.set_key("api_key", v, None).unwrap();
+        c
+    };
+    let created = f.store.upsert(make("v1")).await.unwrap();
+    assert_eq!(created.version(), 1);
+    assert_eq!(
+        f.store.save(make("v2")).await.unwrap_err().kind(),
+        ErrorKind::Conflict,
+        "save stays check-and-set"
+    );
+    let replaced = f.store.upsert(make("v2")).await.unwrap();
+    assert_eq!(replaced.version(), 2);
+    assert_eq!(
+        f.store
+            .get_key("brave", "api_key")
+            .await
+            .unwrap()
+            .expose_secret(), // EXPOSE: the test compares the secret value.
+        "v2"
+    );
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = f.store.clone();
+            tokio::spawn(async move { store.upsert(make(&format!("c{i}"))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let stored = f
+        .storage
+        .load(&"brave".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.version(), 10, "every upsert landed once");
+}
