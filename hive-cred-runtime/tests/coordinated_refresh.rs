@@ -394,14 +394,14 @@ async fn vault_twenty_expiries_one_request_each_with_processes_coming_and_going(
 }
 
 /// 8 processes x 50 tasks, each process an agent built with `AgentRuntime::from_env()`,
-/// over 20 real expiries: tokens live 4 s, so the effective window is 2 s (half the
-/// lifetime) and each round starts 2.3 s after the previous refresh, inside the window
-/// and before expiry. Exactly one token request per expiry, never a reuse, everyone on
+/// over 20 real expiries: tokens live 6 s, so the effective window is 3 s (half the
+/// lifetime) and each round starts 3.3 s after the previous round ended, inside the
+/// window and (with 2.7 s to spare for a slow round) before expiry. Exactly one token request per expiry, never a reuse, everyone on
 /// the newest token, and storage holds the last refresh token issued.
 async fn expiries_through_from_env(shared: Shared, backend: &str) {
     const ROUNDS: u32 = 20;
     const PROCESSES: usize = 8;
-    let endpoint = StrictEndpoint::start(4).await;
+    let endpoint = StrictEndpoint::start(6).await;
     let id = format!("from-env-{:016x}", rand::random::<u64>());
     shared
         .storage
@@ -421,8 +421,8 @@ async fn expiries_through_from_env(shared: Shared, backend: &str) {
         go(coord.path(), round);
         let results: Vec<RoundResult> = procs.iter().map(Proc::result).collect();
         assert_one_request_per_expiry(&results, &endpoint, round, backend);
-        // Into the next token's window (it refreshes at 2 s of its 4 s life).
-        tokio::time::sleep(Duration::from_millis(2300)).await;
+        // Into the next token's window (it refreshes at 3 s of its 6 s life).
+        tokio::time::sleep(Duration::from_millis(3300)).await;
     }
     for proc in procs {
         proc.finish();
