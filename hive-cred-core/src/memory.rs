@@ -24,6 +24,14 @@ impl MemoryStorage {
         Self::default()
     }
 
+    /// Removes every credential; returns how many there were.
+    pub fn clear(&self) -> Result<usize> {
+        let mut map = self.write()?;
+        let n = map.len();
+        map.clear();
+        Ok(n)
+    }
+
     fn read(
         &self,
     ) -> Result<std::sync::RwLockReadGuard<'_, HashMap<CredentialId, CredentialObject>>> {

@@ -4,7 +4,9 @@
 //! - `{{id.key}}` is replaced by the value of key `key` of credential `id`. The split is
 //!   at the last `.` (key names cannot contain dots), so `{{a.b.token}}` is key `token` of
 //!   credential `a.b`.
-//! - `{{id}}` is replaced by the value of a credential that has exactly one key.
+//! - `{{id}}` is replaced by the value of the credential's default key: its only key, or
+//!   the first of `value`, `api_key`, `access_token` it has (the Python Hive's order),
+//!   else its first key by name.
 //! - Spaces just inside the braces are ignored: `{{ github.access_token }}`.
 //! - Everything else is literal text. An unclosed `{{` is an error.
 

@@ -106,15 +106,21 @@ impl CredentialStore {
     }
 }
 
-/// The value of a credential's only key, for `{{id}}` placeholders.
+/// The keys `{{id}}` prefers, in order, when a credential has several (the Python
+/// Hive's order).
+const DEFAULT_KEYS: [&str; 3] = ["value", "api_key", "access_token"];
+
+/// The value of a credential's default key, for `{{id}}` placeholders: its only key,
+/// else the first of [`DEFAULT_KEYS`] it has, else its first key by name.
 fn single_value<'c>(cred: &'c CredentialObject, id: &str) -> Result<&'c SecretString> {
-    let mut keys = cred.keys();
-    match (keys.next(), keys.next()) {
-        (Some(only), None) => Ok(only.value()),
-        _ => Err(Error::invalid_input(format!(
-            "placeholder {{{{{id}}}}} needs a key name: the credential has {} keys; write {{{{{id}.KEY}}}}",
-            cred.keys().len()
-        ))
-        .with_context("id", id)),
-    }
+    DEFAULT_KEYS
+        .iter()
+        .find_map(|k| cred.get_key(k))
+        .or_else(|| cred.keys().next().map(|k| k.value()))
+        .ok_or_else(|| {
+            Error::invalid_input(format!(
+                "placeholder {{{{{id}}}}} names a credential without keys; store a key or write {{{{{id}.KEY}}}}"
+            ))
+            .with_context("id", id)
+        })
 }

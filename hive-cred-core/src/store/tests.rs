@@ -671,11 +671,14 @@ async fn resolve_templates() {
             .expose_secret(), // EXPOSE: the test compares the secret value.
         "no placeholders"
     );
-    let err = f.store.resolve("{{github}}").await.unwrap_err();
+    // Two keys: the default key (`access_token`), as the Python Hive does.
     assert_eq!(
-        err.kind(),
-        ErrorKind::InvalidInput,
-        "two keys need a key name"
+        f.store.resolve("{{github}}").await.unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
+        f.store
+            .resolve("{{github.access_token}}")
+            .await
+            .unwrap()
+            .expose_secret()  // EXPOSE: the test compares the secret value.
     );
     let err = f.store.resolve("{{nope.key}}").await.unwrap_err();
     assert_eq!(
@@ -1473,4 +1476,27 @@ async fn upsert_creates_and_replaces_whatever_version_is_stored() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.version(), 10, "every upsert landed once");
+}
+
+/// `{{id}}` on a credential with several keys takes its default key in the Python
+/// Hive's order (`value`, `api_key`, `access_token`, else the first by name).
+#[tokio::test]
+async fn a_bare_placeholder_takes_the_default_key() {
+    let f = fixture(None, no_jitter());
+    f.store
+        .save(oauth("gh", "gho_token", t0() + chrono::Duration::hours(2)))
+        .await
+        .unwrap();
+    let mut basic = CredentialObject::new("basic", CredentialType::BasicAuth).unwrap();
+    basic.set_key("username", "agent", None).unwrap();
+    basic.set_key("password", "hunter2-long", None).unwrap();
+    f.store.save(basic).await.unwrap();
+    let mut both = CredentialObject::new("both", CredentialType::Custom).unwrap();
+    both.set_key("access_token", "tok", None).unwrap();
+    both.set_key("api_key", "key", None).unwrap();
+    f.store.save(both).await.unwrap();
+    let got = f.store.resolve("{{gh}} {{basic}} {{both}}").await.unwrap();
+    assert_eq!(got.expose_secret(), "gho_token hunter2-long key"); // EXPOSE: the test compares the secret value.
+    assert_eq!(f.storage.clear().unwrap(), 3);
+    assert!(f.storage.list().await.unwrap().is_empty());
 }
