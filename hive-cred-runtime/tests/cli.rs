@@ -434,3 +434,47 @@ fn doctor_reports_a_refreshed_credential_that_was_never_saved() {
             "ok    audit: every refreshed credential",
         ));
 }
+
+/// `hive-cred set ID KEY`: the key as an argument; the type from the stored credential,
+/// or api_key for a new one; `--type` still wins, and a mismatch is refused.
+#[test]
+fn set_takes_the_key_positionally_and_the_type_from_the_stored_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = init(tmp.path());
+    keyed(tmp.path(), &key)
+        .args(["set", "brave_search", "api_key"])
+        .write_stdin(SECRET)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("saved brave_search.api_key"));
+    let out = keyed(tmp.path(), &key)
+        .args(["get", "brave_search", "--json"])
+        .assert()
+        .success();
+    let json = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(json.contains(r#""credential_type": "api_key""#), "{json}");
+    // Adding a key to an existing OAuth2 credential needs no --type.
+    keyed(tmp.path(), &key)
+        .args(["set", "gh", "access_token", "--type", "oauth2"])
+        .write_stdin(SECRET)
+        .assert()
+        .success();
+    keyed(tmp.path(), &key)
+        .args(["set", "gh", "refresh_token"])
+        .write_stdin(SECRET)
+        .assert()
+        .success();
+    keyed(tmp.path(), &key)
+        .args(["set", "gh", "other", "--type", "api_key"])
+        .write_stdin(SECRET)
+        .assert()
+        .code(predicate::ne(0))
+        .stderr(predicate::str::contains("exists with type oauth2"));
+    // No key at all is a usage error naming KEY.
+    keyed(tmp.path(), &key)
+        .args(["set", "gh"])
+        .write_stdin(SECRET)
+        .assert()
+        .code(predicate::ne(0))
+        .stderr(predicate::str::contains("KEY"));
+}

@@ -103,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => init(dir, passphrase, scrypt_log_n).await,
         Command::Set {
             id,
+            key_name,
             credential_type,
             key,
             expires_at,
@@ -113,7 +114,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let args = SetArgs {
                 id,
                 credential_type,
-                key,
+                key: key_name.or(key).unwrap_or_default(),
                 expires_at,
                 provider,
                 auto_refresh: !no_auto_refresh,
@@ -181,7 +182,7 @@ async fn init(dir: Option<&Path>, passphrase: bool, scrypt_log_n: Option<u8>) ->
 
 struct SetArgs {
     id: String,
-    credential_type: String,
+    credential_type: Option<String>,
     key: String,
     expires_at: Option<String>,
     provider: Option<String>,
@@ -190,7 +191,11 @@ struct SetArgs {
 }
 
 async fn set(dir: Option<&Path>, args: SetArgs) -> Result<u8> {
-    let credential_type: CredentialType = args.credential_type.parse()?;
+    let asked_type: Option<CredentialType> = args
+        .credential_type
+        .as_deref()
+        .map(str::parse)
+        .transpose()?;
     let id = CredentialId::new(&args.id)?;
     validate_key_name(&args.key)?;
     let expires_at = args
@@ -208,6 +213,12 @@ async fn set(dir: Option<&Path>, args: SetArgs) -> Result<u8> {
         .transpose()?;
     let storage = open_storage(dir).await?;
     let existing = storage.load(&id).await?;
+    // The stored credential's type, or api_key for a new one, unless --type says.
+    let credential_type = asked_type.unwrap_or_else(|| {
+        existing
+            .as_ref()
+            .map_or(CredentialType::ApiKey, |c| c.credential_type())
+    });
     if let Some(c) = &existing {
         if c.credential_type() != credential_type {
             return Err(Error::invalid_input(format!(

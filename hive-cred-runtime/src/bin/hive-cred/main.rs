@@ -52,12 +52,16 @@ enum Command {
     Set {
         /// Credential id.
         id: String,
-        /// Credential type: api_key, oauth2, basic_auth, bearer_token, custom.
-        #[arg(long = "type", value_name = "TYPE")]
-        credential_type: String,
         /// Key name (e.g. api_key, access_token, refresh_token).
-        #[arg(long, value_name = "NAME")]
-        key: String,
+        #[arg(value_name = "KEY", required_unless_present = "key")]
+        key_name: Option<String>,
+        /// Credential type: api_key, oauth2, basic_auth, bearer_token, custom. Default:
+        /// the stored credential's type, or api_key for a new one.
+        #[arg(long = "type", value_name = "TYPE")]
+        credential_type: Option<String>,
+        /// Key name, as an option (the same as the KEY argument).
+        #[arg(long, value_name = "NAME", conflicts_with = "key_name")]
+        key: Option<String>,
         /// When the value expires (RFC 3339, e.g. 2030-01-31T12:00:00Z).
         #[arg(long, value_name = "TIME")]
         expires_at: Option<String>,
