@@ -43,7 +43,13 @@ enum Source {
 ///    `HIVE_CRED_OPENAI__API_KEY` is key `api_key` of credential `openai`. Ids found this
 ///    way are reported lower-case by `list`; such credentials have type `api_key`.
 ///
-/// Explicit mappings win over the convention for the same id.
+/// 3. **The Python Hive's convention**, last: `{ID}_API_KEY` (the same upper-casing), so
+///    `BRAVE_SEARCH_API_KEY` is key `api_key` of credential `brave_search`, as Hive
+///    users' env files have it. Found by `load`, not listed (any `*_API_KEY` variable
+///    would otherwise show up as a credential); [`with_hive_convention`](Self::with_hive_convention)
+///    turns it off.
+///
+/// Explicit mappings win over the conventions for the same id.
 ///
 /// # Behavior
 /// - Writes (`save`, `delete`) fail with `ErrorKind::Unsupported`.
@@ -62,6 +68,7 @@ enum Source {
 /// ```
 pub struct EnvStorage {
     prefix: String,
+    hive_convention: bool,
     mappings: Vec<EnvMapping>,
     source: Source,
 }
@@ -71,15 +78,25 @@ impl EnvStorage {
     pub fn new() -> Self {
         EnvStorage {
             prefix: DEFAULT_ENV_PREFIX.into(),
+            hive_convention: true,
             mappings: Vec::new(),
             source: Source::Process,
         }
+    }
+
+    /// Whether `{ID}_API_KEY` (the Python Hive's convention) is read when nothing else
+    /// names the credential. Default: on.
+    #[must_use]
+    pub fn with_hive_convention(mut self, on: bool) -> Self {
+        self.hive_convention = on;
+        self
     }
 
     /// Reads the given variables instead of the process environment (tests, sandboxes).
     pub fn from_vars(vars: HashMap<String, String>) -> Self {
         EnvStorage {
             prefix: DEFAULT_ENV_PREFIX.into(),
+            hive_convention: true,
             mappings: Vec::new(),
             source: Source::Vars(
                 vars.into_iter()
@@ -216,7 +233,13 @@ impl CredentialStorage for EnvStorage {
             let empty = c.keys().len() == 0;
             return Ok((!empty).then_some(c));
         }
-        let keys = self.convention_keys(id);
+        let mut keys = self.convention_keys(id);
+        if keys.is_empty() && self.hive_convention {
+            let name = format!("{}_API_KEY", Self::convention_id_part(id.as_str()));
+            if let Some(v) = self.var(&name) {
+                keys.insert("api_key".to_owned(), v);
+            }
+        }
         if keys.is_empty() {
             return Ok(None);
         }
@@ -381,5 +404,32 @@ mod tests {
         fn clone_debug(&self) -> String {
             format!("{self:?}")
         }
+    }
+
+    /// The Python Hive's `{ID}_API_KEY`: read last, not listed, and off on request.
+    #[tokio::test]
+    async fn hive_convention_is_the_last_fallback() {
+        let id = CredentialId::new("brave-search").unwrap();
+        let e = env(&[("BRAVE_SEARCH_API_KEY", "from-hive-env")]);
+        let c = e.load(&id).await.unwrap().unwrap();
+        assert_eq!(c.credential_type(), CredentialType::ApiKey);
+        // EXPOSE: the test compares the secret value.
+        assert_eq!(
+            c.get_key("api_key").unwrap().expose_secret(),
+            "from-hive-env"
+        );
+        assert!(e.list().await.unwrap().is_empty(), "not listed");
+        let both = env(&[
+            ("BRAVE_SEARCH_API_KEY", "from-hive-env"),
+            ("HIVE_CRED_BRAVE_SEARCH__API_KEY", "from-convention"),
+        ]);
+        let c = both.load(&id).await.unwrap().unwrap();
+        // EXPOSE: the test compares the secret value.
+        assert_eq!(
+            c.get_key("api_key").unwrap().expose_secret(),
+            "from-convention"
+        );
+        let off = env(&[("BRAVE_SEARCH_API_KEY", "x")]).with_hive_convention(false);
+        assert!(off.load(&id).await.unwrap().is_none());
     }
 }
