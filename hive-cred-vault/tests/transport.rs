@@ -291,3 +291,128 @@ async fn a_token_read_with_a_trailing_newline_works() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(!format!("{err} {err:?}").contains("canary"), "{err:?}");
 }
+
+/// Certificates made in the test: a CA, a server certificate for 127.0.0.1, a client
+/// certificate, and an expired server certificate, all as PEM files in `dir`.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            date_time_ymd,
+        };
+        let dir = tempfile::tempdir().expect("temp dir for certificates");
+        let write = |name: &str, pem: String| {
+            std::fs::write(dir.path().join(name), pem).expect("write PEM");
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).expect("CA certificate");
+        write("ca.pem", ca.pem());
+
+        let leaf = |name: &str, purpose: ExtendedKeyUsagePurpose, expired: bool| {
+            let key = KeyPair::generate().expect("leaf key");
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                    .expect("leaf params");
+            params.extended_key_usages = vec![purpose];
+            if expired {
+                params.not_before = date_time_ymd(2020, 1, 1);
+                params.not_after = date_time_ymd(2021, 1, 1);
+            }
+            let cert = params
+                .signed_by(&key, &ca, &ca_key)
+                .expect("leaf certificate");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}-key.pem"), key.serialize_pem());
+        };
+        leaf("server", ExtendedKeyUsagePurpose::ServerAuth, false);
+        leaf("expired", ExtendedKeyUsagePurpose::ServerAuth, true);
+        leaf("client", ExtendedKeyUsagePurpose::ClientAuth, false);
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_and_an_expired_server_certificate() {
+    let pki = Pki::new();
+    let (mtls_port, expired_port) = (support::free_port(), support::free_port());
+    let hcl = format!(
+        r#"
+listener "tcp" {{
+  address = "127.0.0.1:{mtls_port}"
+  tls_cert_file = "{server}"
+  tls_key_file = "{server_key}"
+  tls_client_ca_file = "{ca}"
+  tls_require_and_verify_client_cert = true
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{expired_port}"
+  tls_cert_file = "{expired}"
+  tls_key_file = "{expired_key}"
+}}
+"#,
+        server = pki.path("server.pem").display(),
+        server_key = pki.path("server-key.pem").display(),
+        ca = pki.path("ca.pem").display(),
+        expired = pki.path("expired.pem").display(),
+        expired_key = pki.path("expired-key.pem").display(),
+    );
+    let Some(_server) = support::own_server(Some(&hcl)) else {
+        return;
+    };
+    let prefix = support::unique_prefix("mtls");
+    let mtls = format!("https://127.0.0.1:{mtls_port}");
+
+    // Mutual TLS from the standard variables.
+    let config = VaultConfig::from_lookup(lookup(vec![
+        ("VAULT_ADDR", mtls.clone()),
+        ("VAULT_TOKEN", support::ROOT_TOKEN.to_owned()),
+        ("VAULT_CACERT", pki.path("ca.pem").display().to_string()),
+        (
+            "VAULT_CLIENT_CERT",
+            pki.path("client.pem").display().to_string(),
+        ),
+        (
+            "VAULT_CLIENT_KEY",
+            pki.path("client-key.pem").display().to_string(),
+        ),
+        ("HIVE_VAULT_PATH", prefix.clone()),
+    ]))
+    .expect("config");
+    let storage = VaultStorage::new(config).await.expect("mutual TLS works");
+    round_trip(&storage, "over-mtls").await;
+
+    // Without the client certificate the server refuses the handshake: not an outage.
+    let config = VaultConfig::new(&mtls, VaultAuth::token(support::ROOT_TOKEN))
+        .unwrap()
+        .with_ca_cert(pki.path("ca.pem"));
+    let err = VaultStorage::new(config)
+        .await
+        .expect_err("the server requires a client certificate");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(!err.is_temporary(), "{err}");
+    assert!(err.message().contains("VAULT_CLIENT_CERT"), "{err}");
+
+    // An expired server certificate from a trusted CA.
+    let config = VaultConfig::new(
+        &format!("https://127.0.0.1:{expired_port}"),
+        VaultAuth::token(support::ROOT_TOKEN),
+    )
+    .unwrap()
+    .with_ca_cert(pki.path("ca.pem"));
+    let err = VaultStorage::new(config)
+        .await
+        .expect_err("an expired certificate must fail");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(!err.is_temporary(), "{err}");
+    assert!(err.message().contains("expired"), "{err}");
+}
