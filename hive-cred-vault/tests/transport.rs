@@ -416,3 +416,88 @@ listener "tcp" {{
     assert!(!err.is_temporary(), "{err}");
     assert!(err.message().contains("expired"), "{err}");
 }
+
+/// A loopback front for the Vault at `upstream_port` that redirects every `/v1/...`
+/// request to `/moved/v1/...` on itself (same origin) and forwards `/moved/...` requests.
+/// Returns its port.
+fn same_origin_redirector(upstream_port: u16) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("bound").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let first = head.lines().next().unwrap_or_default().to_owned();
+            let path = first.split(' ').nth(1).unwrap_or_default().to_owned();
+            if let Some(rest) = path.strip_prefix("/moved") {
+                // Forward to the real server, one request per connection.
+                let forwarded =
+                    head.replacen(&path, rest, 1)
+                        .replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                let mut upstream =
+                    std::net::TcpStream::connect(("127.0.0.1", upstream_port)).expect("upstream");
+                upstream
+                    .write_all(forwarded.as_bytes())
+                    .expect("forward request");
+                let mut response = Vec::new();
+                let _ = upstream.read_to_end(&mut response);
+                let _ = stream.write_all(&response);
+            } else {
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nLocation: /moved{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_within_the_configured_origin_are_followed() {
+    let Some(target) = support::shared() else {
+        return;
+    };
+    let upstream: u16 = target
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("the test server address ends with its port");
+    let front = same_origin_redirector(upstream);
+    let prefix = support::unique_prefix("same-origin");
+    // Written directly, read back through the redirecting front (GETs only: the front
+    // forwards request heads, not bodies).
+    let direct = support::root_storage(&target, &prefix).await;
+    let id = unique_id("redirected");
+    direct
+        .save(&api_key(&id, "via-redirect"))
+        .await
+        .expect("save");
+    let config = VaultConfig::new(
+        &format!("http://127.0.0.1:{front}"),
+        VaultAuth::token(target.root_token.clone()),
+    )
+    .unwrap()
+    .with_path_prefix(&prefix)
+    .unwrap();
+    let storage = VaultStorage::new(config)
+        .await
+        .expect("a same-origin redirect is followed");
+    let loaded = storage.load(&id).await.expect("load").expect("stored");
+    // EXPOSE: the test compares the stored value.
+    assert_eq!(
+        loaded.get_key("api_key").unwrap().expose_secret(),
+        "via-redirect"
+    );
+}
