@@ -1,11 +1,12 @@
 //! [`VaultConfig`]: where the Vault server is, how to log in, where credentials live.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hive_cred_core::{Error, Result, SecretString};
-use url::Url;
+use hive_cred_core::{Error, ExposeSecret, Result, SecretString};
+use url::{Host, Url};
 
 /// Default KV v2 mount.
 pub const DEFAULT_MOUNT: &str = "secret";
@@ -89,10 +90,16 @@ impl fmt::Debug for VaultAuth {
 /// - mount: `secret` ([`DEFAULT_MOUNT`])
 /// - path prefix: `hive/credentials` ([`DEFAULT_PATH_PREFIX`])
 /// - namespace: none
-/// - CA certificate: none (the system roots that rustls knows)
+/// - CA certificate: none (the Mozilla roots of `webpki-roots`); a CA file or directory
+///   replaces them
+/// - client certificate (mutual TLS): none
+/// - TLS server name: the address's host
+/// - plain `http://`: only to loopback hosts (`127.0.0.0/8`, `::1`, `localhost`)
 /// - AppRole mount: `approle`
 /// - request timeout: 10 s ([`DEFAULT_TIMEOUT`])
 /// - token renewal: on
+///
+/// TLS certificate verification cannot be turned off.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct VaultConfig {
@@ -102,6 +109,10 @@ pub struct VaultConfig {
     pub(crate) path_prefix: String,
     pub(crate) namespace: Option<String>,
     pub(crate) ca_cert: Option<PathBuf>,
+    pub(crate) ca_path: Option<PathBuf>,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    pub(crate) tls_server_name: Option<String>,
+    pub(crate) allow_http: bool,
     pub(crate) approle_mount: String,
     pub(crate) timeout: Duration,
     pub(crate) renew: bool,
@@ -116,6 +127,10 @@ impl fmt::Debug for VaultConfig {
             .field("path_prefix", &self.path_prefix)
             .field("namespace", &self.namespace)
             .field("ca_cert", &self.ca_cert)
+            .field("ca_path", &self.ca_path)
+            .field("client_cert", &self.client_cert)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("allow_http", &self.allow_http)
             .field("approle_mount", &self.approle_mount)
             .field("timeout", &self.timeout)
             .field("renew", &self.renew)
@@ -126,7 +141,9 @@ impl fmt::Debug for VaultConfig {
 impl VaultConfig {
     /// A configuration for the server at `address` (`http://` or `https://`).
     ///
-    /// Fails with `ErrorKind::Config` when the address is not such a URL.
+    /// Fails with `ErrorKind::Config` when the address is not such a URL. A plain
+    /// `http://` address to a host other than loopback is refused when the storage
+    /// connects, unless [`with_allow_http`](Self::with_allow_http) allows it.
     pub fn new(address: &str, auth: VaultAuth) -> Result<Self> {
         Ok(VaultConfig {
             address: parse_address(address)?,
@@ -135,6 +152,10 @@ impl VaultConfig {
             path_prefix: DEFAULT_PATH_PREFIX.to_owned(),
             namespace: None,
             ca_cert: None,
+            ca_path: None,
+            client_cert: None,
+            tls_server_name: None,
+            allow_http: false,
             approle_mount: DEFAULT_APPROLE_MOUNT.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             renew: true,
@@ -159,11 +180,17 @@ impl VaultConfig {
     /// | `HIVE_VAULT_PATH` | | path prefix, default `hive/credentials` |
     /// | `HIVE_VAULT_MOUNT` | | KV v2 mount, default `secret` |
     /// | `HIVE_VAULT_NAMESPACE` | `VAULT_NAMESPACE` | Vault Enterprise / OpenBao namespace |
-    /// | `HIVE_VAULT_CACERT` | `VAULT_CACERT` | PEM file of the CA to trust |
+    /// | `HIVE_VAULT_CACERT` | `VAULT_CACERT` | PEM file of the CA(s) to trust |
+    /// | `HIVE_VAULT_CAPATH` | `VAULT_CAPATH` | directory of PEM CA files to trust |
+    /// | `HIVE_VAULT_CLIENT_CERT`, `HIVE_VAULT_CLIENT_KEY` | `VAULT_CLIENT_CERT`, `VAULT_CLIENT_KEY` | PEM client certificate and key (mutual TLS; both needed) |
+    /// | `HIVE_VAULT_TLS_SERVER_NAME` | `VAULT_TLS_SERVER_NAME` | name to verify the server certificate against |
+    /// | `HIVE_VAULT_ALLOW_HTTP` | | `1`/`true`: allow `http://` to a non-loopback host |
     /// | `HIVE_VAULT_TIMEOUT` | | request timeout: `10`, `10s` or `500ms` |
     ///
     /// A missing address or missing credentials is an `ErrorKind::Config` error that
-    /// names the variables to set.
+    /// names the variables to set. `HIVE_VAULT_SKIP_VERIFY` or `VAULT_SKIP_VERIFY` set to
+    /// anything but `0`/`false` is refused with `ErrorKind::Config`: verification cannot
+    /// be turned off, trust the server's CA instead.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let get2 = |name: &str, fallback: &str| get(name).or_else(|| get(fallback));
@@ -214,6 +241,45 @@ impl VaultConfig {
         if let Some(ca) = get2("HIVE_VAULT_CACERT", "VAULT_CACERT") {
             config = config.with_ca_cert(ca.trim());
         }
+        if let Some(dir) = get2("HIVE_VAULT_CAPATH", "VAULT_CAPATH") {
+            config = config.with_ca_path(dir.trim());
+        }
+        match (
+            get2("HIVE_VAULT_CLIENT_CERT", "VAULT_CLIENT_CERT"),
+            get2("HIVE_VAULT_CLIENT_KEY", "VAULT_CLIENT_KEY"),
+        ) {
+            (Some(cert), Some(key)) => config = config.with_client_cert(cert.trim(), key.trim()),
+            (None, None) => {}
+            _ => {
+                return Err(Error::config(
+                    "only one of HIVE_VAULT_CLIENT_CERT / VAULT_CLIENT_CERT and HIVE_VAULT_CLIENT_KEY / VAULT_CLIENT_KEY is set: mutual TLS needs both the certificate and its key",
+                ));
+            }
+        }
+        if let Some(name) = get2("HIVE_VAULT_TLS_SERVER_NAME", "VAULT_TLS_SERVER_NAME") {
+            config = config.with_tls_server_name(name.trim());
+        }
+        for var in ["HIVE_VAULT_SKIP_VERIFY", "VAULT_SKIP_VERIFY"] {
+            if let Some(v) = get(var) {
+                if !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "f" | "false") {
+                    return Err(Error::config(format!(
+                        "{var} is set: hive-cred never turns off TLS certificate verification, because the Vault token would go to whoever answers; trust the server's CA with HIVE_VAULT_CACERT / VAULT_CACERT (or VAULT_CAPATH) and unset {var}"
+                    )));
+                }
+            }
+        }
+        if let Some(v) = get("HIVE_VAULT_ALLOW_HTTP") {
+            config.allow_http = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => {
+                    return Err(Error::config(format!(
+                        "invalid HIVE_VAULT_ALLOW_HTTP {:?}: expected 1/true or 0/false",
+                        v.trim()
+                    )));
+                }
+            };
+        }
         if let Some(mount) = get("HIVE_VAULT_APPROLE_MOUNT") {
             config.approle_mount = validate_path(&mount, false)
                 .map_err(|e| e.with_message_prefix("HIVE_VAULT_APPROLE_MOUNT"))?;
@@ -221,7 +287,7 @@ impl VaultConfig {
         if let Some(t) = get("HIVE_VAULT_TIMEOUT") {
             config.timeout = parse_timeout(&t)?;
         }
-        Ok(config)
+        config.validated()
     }
 
     /// The KV v2 mount (default `secret`). Fails with `ErrorKind::Config` on an empty
@@ -245,9 +311,45 @@ impl VaultConfig {
         self
     }
 
-    /// A PEM file with the CA certificate to trust for `https://` addresses.
+    /// A PEM file with the CA certificate(s) to trust for `https://` addresses
+    /// (`VAULT_CACERT`). Together with [`with_ca_path`](Self::with_ca_path), these
+    /// replace the built-in roots. A file without a certificate is an
+    /// `ErrorKind::Config` error when the storage connects.
     pub fn with_ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_cert = Some(path.into());
+        self
+    }
+
+    /// A directory whose files are PEM CA certificates to trust (`VAULT_CAPATH`). Every
+    /// regular file in it (not in sub-directories, not hidden) must hold at least one
+    /// certificate.
+    pub fn with_ca_path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.ca_path = Some(dir.into());
+        self
+    }
+
+    /// A PEM client certificate (chain) and its PEM private key, sent to servers that
+    /// ask for one (mutual TLS; `VAULT_CLIENT_CERT` and `VAULT_CLIENT_KEY`).
+    pub fn with_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The name the server's certificate is verified against instead of the address's
+    /// host (`VAULT_TLS_SERVER_NAME`): a DNS name or an IP address. The address still
+    /// decides where to connect.
+    pub fn with_tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls_server_name = Some(name.into());
+        self
+    }
+
+    /// Allows a plain `http://` address to a host other than loopback (default
+    /// `false`; `HIVE_VAULT_ALLOW_HTTP=1`). Over plain HTTP the Vault token, the AppRole
+    /// secret id and every credential value travel unencrypted: allow it only on a
+    /// network you trust completely. Loopback hosts (`127.0.0.0/8`, `::1`, `localhost`)
+    /// never need it.
+    pub fn with_allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
         self
     }
 
@@ -294,6 +396,43 @@ impl VaultConfig {
         &self.auth
     }
 
+    /// Checks what can only be checked on the whole configuration, before anything is
+    /// sent: plain HTTP to a non-loopback host, credentials and a namespace that could
+    /// not go into a header. Trims surrounding whitespace (a token read from a file
+    /// ends with a newline) off the token, role id and secret id. Never echoes them.
+    pub(crate) fn validated(mut self) -> Result<Self> {
+        if self.address.scheme() == "http" && !self.allow_http {
+            let loopback = self.address.host().is_some_and(is_loopback);
+            if !loopback {
+                return Err(Error::config(format!(
+                    "refusing plain http:// for the Vault at {}: the Vault token, AppRole secret id and every credential value would travel unencrypted; use https://, or allow plain HTTP explicitly with HIVE_VAULT_ALLOW_HTTP=1 (VaultConfig::with_allow_http(true)) on a network you trust",
+                    self.address.host_str().unwrap_or_default()
+                ))
+                .with_context("backend", "vault"));
+            }
+        }
+        self.auth = match &self.auth {
+            VaultAuth::Token(t) => VaultAuth::Token(clean_secret(t, "the Vault token")?),
+            VaultAuth::AppRole { role_id, secret_id } => VaultAuth::AppRole {
+                role_id: clean_secret(role_id, "the AppRole role id")?,
+                secret_id: clean_secret(secret_id, "the AppRole secret id")?,
+            },
+        };
+        if let Some(ns) = &self.namespace {
+            let trimmed = ns.trim();
+            if trimmed.chars().any(char::is_control) {
+                return Err(Error::config(
+                    "the Vault namespace contains control characters: it is sent in the X-Vault-Namespace header",
+                ));
+            }
+            self.namespace = (!trimmed.is_empty()).then(|| trimmed.to_owned());
+        }
+        if let Some(name) = &self.tls_server_name {
+            self.tls_server_name = Some(name.trim().to_owned());
+        }
+        Ok(self)
+    }
+
     /// The secret's path below the mount: `{prefix}/{id}`.
     pub(crate) fn secret_path(&self, id: &str) -> String {
         if self.path_prefix.is_empty() {
@@ -313,6 +452,38 @@ impl VaultConfig {
     pub fn kv_metadata_path(&self, id: &str) -> String {
         format!("{}/metadata/{}", self.mount, self.secret_path(id))
     }
+}
+
+/// Whether `host` is a loopback host (`localhost`, `127.0.0.0/8`, `::1`).
+pub(crate) fn is_loopback(host: Host<&str>) -> bool {
+    match host {
+        Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        Host::Ipv4(ip) => IpAddr::V4(ip).is_loopback(),
+        Host::Ipv6(ip) => IpAddr::V6(ip).is_loopback(),
+    }
+}
+
+/// `secret` without surrounding whitespace; a `Config` error naming `what` (never the
+/// value) when it is empty or holds other control characters, which cannot go into an
+/// HTTP header.
+fn clean_secret(secret: &SecretString, what: &str) -> Result<SecretString> {
+    // EXPOSE: checked for control characters and trimmed; only a new SecretString leaves.
+    let raw = secret.expose_secret();
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(Error::config(format!("{what} is empty")).with_context("backend", "vault"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(Error::config(format!(
+            "{what} contains control characters (a line break or tab inside it?): check the file or variable it was read from"
+        ))
+        .with_context("backend", "vault"));
+    }
+    Ok(if trimmed.len() == raw.len() {
+        secret.clone()
+    } else {
+        SecretString::from(trimmed.to_owned())
+    })
 }
 
 fn parse_address(address: &str) -> Result<Url> {
@@ -512,6 +683,163 @@ mod tests {
         let err =
             VaultConfig::new("http://user:pw@127.0.0.1:8200", VaultAuth::token("t")).unwrap_err();
         assert!(!err.to_string().contains("pw"));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        for addr in [
+            "http://127.0.0.1:8200",
+            "http://127.1.2.3:8200",
+            "http://[::1]:8200",
+            "http://localhost:8200",
+            "http://LOCALHOST:8200",
+            "https://vault.example.invalid:8200",
+        ] {
+            let c = VaultConfig::new(addr, VaultAuth::token("t")).unwrap();
+            c.validated().unwrap_or_else(|e| panic!("{addr}: {e}"));
+        }
+        for addr in [
+            "http://vault.example.invalid:8200",
+            "http://10.0.0.5:8200",
+            "http://[::2]:8200",
+            "http://localhost.example.invalid",
+        ] {
+            let err = VaultConfig::new(addr, VaultAuth::token("t"))
+                .unwrap()
+                .validated()
+                .expect_err(addr);
+            assert_eq!(err.kind(), ErrorKind::Config, "{addr}");
+            assert!(!err.is_temporary());
+            for needle in ["unencrypted", "HIVE_VAULT_ALLOW_HTTP", "with_allow_http"] {
+                assert!(err.message().contains(needle), "{needle}: {err}");
+            }
+            VaultConfig::new(addr, VaultAuth::token("t"))
+                .unwrap()
+                .with_allow_http(true)
+                .validated()
+                .unwrap_or_else(|e| panic!("{addr} allowed: {e}"));
+        }
+        let vars = |allow: &'static str| {
+            let map: HashMap<String, String> = [
+                ("HIVE_VAULT_ADDR", "http://vault.example.invalid:8200"),
+                ("HIVE_VAULT_TOKEN", "t"),
+                ("HIVE_VAULT_ALLOW_HTTP", allow),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            move |name: &str| map.get(name).cloned()
+        };
+        assert_eq!(
+            VaultConfig::from_lookup(vars("")).unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            VaultConfig::from_lookup(vars("0")).unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            VaultConfig::from_lookup(vars("maybe")).unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        assert!(VaultConfig::from_lookup(vars("1")).unwrap().allow_http);
+        assert!(VaultConfig::from_lookup(vars("true")).unwrap().allow_http);
+    }
+
+    #[test]
+    fn tokens_are_trimmed_and_control_characters_refused() {
+        let c = VaultConfig::new("http://127.0.0.1:8200", VaultAuth::token("s.abc\n"))
+            .unwrap()
+            .validated()
+            .unwrap();
+        match c.auth() {
+            VaultAuth::Token(t) => assert_eq!(t.expose_secret(), "s.abc"), // EXPOSE: the test compares the trimmed value.
+            other => panic!("unexpected auth {other:?}"),
+        }
+        let c = VaultConfig::new(
+            "http://127.0.0.1:8200",
+            VaultAuth::approle(" role\r\n", "\tsecret\n"),
+        )
+        .unwrap()
+        .validated()
+        .unwrap();
+        match c.auth() {
+            // EXPOSE: the test compares the trimmed values.
+            VaultAuth::AppRole { role_id, secret_id } => {
+                assert_eq!(role_id.expose_secret(), "role"); // EXPOSE: trimmed value.
+                assert_eq!(secret_id.expose_secret(), "secret"); // EXPOSE: trimmed value.
+            }
+            other => panic!("unexpected auth {other:?}"),
+        }
+        for bad in [
+            "s.canary\nsecond-line",
+            "s.canary\u{0}x",
+            "\n\n",
+            "s.ca\x7fnary",
+        ] {
+            let err = VaultConfig::new("http://127.0.0.1:8200", VaultAuth::token(bad))
+                .unwrap()
+                .validated()
+                .expect_err("refused");
+            assert_eq!(err.kind(), ErrorKind::Config);
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("canary"), "{shown}");
+            assert!(!shown.contains("nary"), "{shown}");
+        }
+        let err = VaultConfig::new("http://127.0.0.1:8200", VaultAuth::token("t"))
+            .unwrap()
+            .with_namespace("team\nx")
+            .validated()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn tls_settings_from_standard_names_and_no_skip_verify() {
+        let c = VaultConfig::from_lookup(lookup(&[
+            ("VAULT_ADDR", "https://vault.internal:8200"),
+            ("VAULT_TOKEN", "t"),
+            ("VAULT_CAPATH", "/etc/vault-cas"),
+            ("VAULT_CLIENT_CERT", "/etc/client.pem"),
+            ("VAULT_CLIENT_KEY", "/etc/client-key.pem"),
+            ("VAULT_TLS_SERVER_NAME", " vault.example.com "),
+            ("VAULT_SKIP_VERIFY", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(c.ca_path, Some(PathBuf::from("/etc/vault-cas")));
+        assert_eq!(
+            c.client_cert,
+            Some((
+                PathBuf::from("/etc/client.pem"),
+                PathBuf::from("/etc/client-key.pem")
+            ))
+        );
+        assert_eq!(c.tls_server_name.as_deref(), Some("vault.example.com"));
+
+        let err = VaultConfig::from_lookup(lookup(&[
+            ("VAULT_ADDR", "https://vault.internal:8200"),
+            ("VAULT_TOKEN", "t"),
+            ("VAULT_CLIENT_CERT", "/etc/client.pem"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("VAULT_CLIENT_KEY"), "{err}");
+
+        for (var, value) in [
+            ("VAULT_SKIP_VERIFY", "true"),
+            ("VAULT_SKIP_VERIFY", "1"),
+            ("HIVE_VAULT_SKIP_VERIFY", "yes"),
+        ] {
+            let err = VaultConfig::from_lookup(lookup(&[
+                ("VAULT_ADDR", "https://vault.internal:8200"),
+                ("VAULT_TOKEN", "t"),
+                (var, value),
+            ]))
+            .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.message().contains(var), "{err}");
+            assert!(err.message().contains("VAULT_CACERT"), "{err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,10 @@ use hive_cred_core::{Error, ErrorKind};
 use rustify::errors::ClientError as HttpError;
 use vaultrs::error::ClientError;
 
+// The innermost cause of a transport error ("Connection refused (os error 111)").
+// Transport errors describe sockets and TLS, never request or response bodies.
+use crate::transport::{find_tls_error, root_cause, tls_reason};
+
 /// What was being done when an error happened, for the message and the context.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Op<'a> {
@@ -85,6 +89,10 @@ fn from_status(code: u16, errors: &[String], op: Op<'_>) -> Error {
             ErrorKind::NotFound,
             format!("Vault has nothing at {} (HTTP 404)", op.path),
         ),
+        300..=399 => Error::config(format!(
+            "Vault at {} answered {} of {} with a redirect (HTTP {code}) to another address; it is not followed, so the token never leaves the configured server: set HIVE_VAULT_ADDR to the address the server redirects to (with several nodes, the active one)",
+            op.address, op.name, op.path
+        )),
         429 => Error::new(
             ErrorKind::RateLimited,
             format!(
@@ -136,6 +144,17 @@ fn from_http(err: HttpError, op: Op<'_>) -> Error {
         // A non-JSON error body (a proxy's HTML page, ...): the status is all we keep.
         HttpError::ServerResponseError { code, .. } => from_status(code, &[], op),
         HttpError::RequestError { source, .. } => {
+            if let Some(tls) = find_tls_error(source.as_ref()) {
+                // A configuration problem (CA, name, expiry, client certificate), not an
+                // outage: retrying cannot fix it.
+                return Error::config(format!(
+                    "TLS with the Vault at {} failed during {} of {}: {}",
+                    op.address,
+                    op.name,
+                    op.path,
+                    tls_reason(tls)
+                ));
+            }
             let (what, cause) = match source.downcast_ref::<reqwest::Error>() {
                 Some(e) if e.is_timeout() => ("timed out", root_cause(e)),
                 Some(e) if e.is_connect() => ("could not connect", root_cause(e)),
@@ -172,16 +191,6 @@ fn from_http(err: HttpError, op: Op<'_>) -> Error {
             format!("Vault {} of {} failed: {other}", op.name, op.path),
         ),
     }
-}
-
-/// The innermost cause of a transport error ("Connection refused (os error 111)").
-/// Transport errors describe sockets and TLS, never request or response bodies.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = err;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 #[cfg(test)]
@@ -238,7 +247,10 @@ mod tests {
 
         assert_eq!(api(400, &["bad"]).kind(), ErrorKind::InvalidInput);
         assert_eq!(api(401, &[]).kind(), ErrorKind::PermissionDenied);
-        assert_eq!(api(302, &[]).kind(), ErrorKind::Unexpected);
+        let redirect = api(307, &[]);
+        assert_eq!(redirect.kind(), ErrorKind::Config);
+        assert!(redirect.message().contains("redirect"), "{redirect}");
+        assert_eq!(api(600, &[]).kind(), ErrorKind::Unexpected);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod lock;
 mod record;
 mod session;
 mod storage;
+mod transport;
 
 pub use config::{
     DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PATH_PREFIX, DEFAULT_TIMEOUT, VaultAuth,

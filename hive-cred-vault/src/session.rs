@@ -11,10 +11,12 @@ use std::time::Duration;
 use hive_cred_core::{Error, ErrorKind, ExposeSecret, Result, SecretString};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
+use vaultrs::api::EndpointMiddleware;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 
 use crate::config::{VaultAuth, VaultConfig};
 use crate::error::{Op, map_error};
+use crate::transport;
 
 /// The path of the renew-self endpoint, for errors.
 const RENEW_PATH: &str = "auth/token/renew-self";
@@ -100,33 +102,33 @@ fn derive_client(base: &VaultClient, token: Option<&SecretString>) -> VaultClien
     }
 }
 
+/// The token-less client every session client derives from. Its HTTP client is ours
+/// ([`transport::http_client`]: TLS settings, redirects only within the configured
+/// origin), not the one `VaultClient::new` would build.
 fn build_base(config: &VaultConfig) -> Result<VaultClient> {
+    let http = transport::http_client(config)?;
     let mut builder = VaultClientSettingsBuilder::default();
     // Every setting is given explicitly so vaultrs never reads VAULT_* variables itself.
+    // The TLS settings here are unused: TLS lives in `http`.
     builder
         .address(config.address.as_str())
         .token(String::new())
-        .ca_certs(
-            config
-                .ca_cert
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect::<Vec<_>>(),
-        )
+        .ca_certs(Vec::new())
         .identity(None)
         .verify(true)
         .timeout(Some(config.timeout))
         .namespace(config.namespace.clone());
     let settings = builder.build().map_err(internal)?;
-    VaultClient::new(settings).map_err(|e| {
-        map_error(
-            e,
-            Op {
-                name: "connect",
-                path: "",
-                address: config.address.as_str(),
-            },
-        )
+    let middle = EndpointMiddleware {
+        token: String::new(),
+        version: format!("v{}", settings.version),
+        wrap: None,
+        namespace: settings.namespace.clone(),
+    };
+    Ok(VaultClient {
+        http: rustify::clients::reqwest::Client::new(settings.address.as_str(), http),
+        middle,
+        settings,
     })
 }
 
@@ -158,6 +160,8 @@ fn retry_delay(failures: u32) -> Duration {
 impl Inner {
     /// Builds the client and authenticates (token lookup or AppRole login).
     pub(crate) async fn connect(config: VaultConfig) -> Result<(Arc<Inner>, Option<TaskGuard>)> {
+        // Refuses plain HTTP to other hosts and unusable tokens before any connection.
+        let config = config.validated()?;
         let base = build_base(&config)?;
         let token = match &config.auth {
             VaultAuth::Token(t) => Some(t),

