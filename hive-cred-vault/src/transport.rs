@@ -39,17 +39,21 @@ pub(crate) fn http_client(config: &VaultConfig) -> Result<reqwest::Client> {
             attempt.stop()
         }
     });
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(tls_config(config)?)
         .timeout(config.timeout)
-        .redirect(redirects)
-        .build()
-        .map_err(|e| {
-            Error::config(format!(
-                "could not build the HTTP client for Vault: {}",
-                root_cause(&e)
-            ))
-        })
+        .redirect(redirects);
+    if config.address.scheme() == "http" {
+        // A proxy (HTTP_PROXY, ALL_PROXY) would read the token of a plain-HTTP request:
+        // plain HTTP goes straight to the server. HTTPS tunnels through one unread.
+        builder = builder.no_proxy();
+    }
+    builder.build().map_err(|e| {
+        Error::config(format!(
+            "could not build the HTTP client for Vault: {}",
+            root_cause(&e)
+        ))
+    })
 }
 
 fn tls_config(config: &VaultConfig) -> Result<rustls::ClientConfig> {
