@@ -333,10 +333,10 @@ impl CredentialStore {
         let mut refreshed = 0;
         for id in self.inner.storage.list().await? {
             // What a get would start from, without refreshing it yet.
-            let current = match self.cached(id.as_str()).or_else(|| self.kept(&id)) {
+            let current = match self.cached(id.as_str()) {
                 Some(c) => c,
-                None => match self.load_stored(&id).await {
-                    Ok(c) => Arc::new(c),
+                None => match self.starting_point(&id).await {
+                    Ok((c, _)) => c,
                     Err(e) => {
                         tracing::warn!(target: "hive_cred::store", id = %id, kind = %e.kind(), "scheduled refresh could not load the credential");
                         continue;

@@ -89,6 +89,10 @@ fn same_secrets(a: &CredentialObject, b: &CredentialObject) -> bool {
         })
 }
 
+fn warn_dropped(id: &CredentialId) {
+    tracing::warn!(target: "hive_cred::store", id = %id, "the credential was deleted while its refreshed copy waited to be saved; the copy is dropped");
+}
+
 /// `stored` with the keys and refresh time of `fresh` put on top.
 fn merged(stored: &CredentialObject, fresh: &CredentialObject) -> CredentialObject {
     let mut out = stored.clone();
@@ -108,24 +112,28 @@ impl CredentialStore {
         force: bool,
     ) -> Result<Arc<CredentialObject>> {
         let generation = self.generation();
-        // A refreshed credential not yet saved is newer than storage.
+        let (current, kept) = self.starting_point(id).await?;
+        if !force && !self.due(&current, self.inner.clock.now()) {
+            self.put_cache(&current, generation);
+            return Ok(current);
+        }
+        let store = self.clone();
+        self.spawn_refresh(id, async move {
+            store
+                .refresh_loaded(Arc::unwrap_or_clone(current), kept, force, generation)
+                .await
+        })
+        .await
+    }
+
+    /// What a `get` starts from: the refreshed credential kept in memory while its save
+    /// has not landed (it is newer than storage; `true`), else the stored one.
+    pub(super) async fn starting_point(
+        &self,
+        id: &CredentialId,
+    ) -> Result<(Arc<CredentialObject>, bool)> {
         if let Some(kept) = self.kept(id) {
-            if !force && !self.due(&kept, self.inner.clock.now()) {
-                self.put_cache(&kept, generation);
-                return Ok(kept);
-            }
-            let provider = self.provider_for(&kept)?;
-            if let Some(gated) = self.earlier_failure(&kept, force) {
-                return gated;
-            }
-            let store = self.clone();
-            return self
-                .spawn_refresh(id, async move {
-                    store
-                        .refresh_with((*kept).clone(), &provider, force, generation, &mut None)
-                        .await
-                })
-                .await;
+            return Ok((kept, true));
         }
         let started = Instant::now();
         let loaded = self.load_stored(id).await?;
@@ -136,16 +144,7 @@ impl CredentialStore {
             elapsed_us = started.elapsed().as_micros() as u64,
             "loaded credential from storage"
         );
-        if !force && !self.due(&loaded, self.inner.clock.now()) {
-            let c = Arc::new(loaded);
-            self.put_cache(&c, generation);
-            return Ok(c);
-        }
-        let store = self.clone();
-        self.spawn_refresh(id, async move {
-            store.refresh_loaded(loaded, force, generation).await
-        })
-        .await
+        Ok((Arc::new(loaded), false))
     }
 
     /// Runs a refresh on a task of its own (when a Tokio runtime is around), so that it
@@ -172,7 +171,7 @@ impl CredentialStore {
     }
 
     /// The stored credential; `NotFound` when absent. Errors name the id and operation.
-    pub(super) async fn load_stored(&self, id: &CredentialId) -> Result<CredentialObject> {
+    async fn load_stored(&self, id: &CredentialId) -> Result<CredentialObject> {
         self.inner
             .storage
             .load(id)
@@ -245,9 +244,12 @@ impl CredentialStore {
         Some(current)
     }
 
+    /// Refreshes `loaded` (`kept`: the credential kept in memory, whose pending save
+    /// already holds the lock) under the credential's lock.
     async fn refresh_loaded(
         &self,
         loaded: CredentialObject,
+        kept: bool,
         force: bool,
         generation: u64,
     ) -> Result<Arc<CredentialObject>> {
@@ -256,43 +258,43 @@ impl CredentialStore {
         if let Some(gated) = self.earlier_failure(&loaded, force) {
             return gated;
         }
-
+        if kept {
+            return self
+                .refresh_with(loaded, &provider, force, generation, &mut None)
+                .await;
+        }
         let mut held = None;
-        let result = match self
-            .acquire_lock(&id, loaded.version(), force, generation, &mut held)
-            .await
-        {
-            Err(e) => Err(e),
-            Ok(Some(adopted)) => Ok(adopted),
-            Ok(None) if held.is_some() => {
+        let result = async {
+            if let Some(adopted) = self
+                .acquire_lock(&id, loaded.version(), force, generation, &mut held)
+                .await?
+            {
+                return Ok(adopted);
+            }
+            let current = if held.is_some() {
                 // Another process may have refreshed while this one waited: re-read.
-                match self.inner.storage.load(&id).await {
-                    Ok(Some(current)) => match (!force)
-                        .then(|| {
-                            self.adopt_if_refreshed(
-                                &current,
-                                loaded.version(),
-                                generation,
-                                "another process refreshed the credential",
-                            )
-                        })
-                        .flatten()
-                    {
-                        Some(adopted) => Ok(adopted),
-                        None => {
-                            self.refresh_with(current, &provider, force, generation, &mut held)
-                                .await
-                        }
-                    },
-                    Ok(None) => Err(Error::not_found(&id)),
-                    Err(e) => Err(e.with_context("id", &id).with_context("operation", "load")),
+                let current = self.load_stored(&id).await?;
+                let adopted = (!force)
+                    .then(|| {
+                        self.adopt_if_refreshed(
+                            &current,
+                            loaded.version(),
+                            generation,
+                            "another process refreshed the credential",
+                        )
+                    })
+                    .flatten();
+                if let Some(adopted) = adopted {
+                    return Ok(adopted);
                 }
-            }
-            Ok(None) => {
-                self.refresh_with(loaded, &provider, force, generation, &mut held)
-                    .await
-            }
-        };
+                current
+            } else {
+                loaded
+            };
+            self.refresh_with(current, &provider, force, generation, &mut held)
+                .await
+        }
+        .await;
         // `refresh_with` takes the lock out when it hands it to a kept save.
         if let Some(held) = held {
             Self::release_lock(&id, held).await;
@@ -477,7 +479,7 @@ impl CredentialStore {
     }
 
     /// The kept (refreshed, unsaved) credential of `id`.
-    pub(super) fn kept(&self, id: &CredentialId) -> Option<Arc<CredentialObject>> {
+    fn kept(&self, id: &CredentialId) -> Option<Arc<CredentialObject>> {
         lock(&self.inner.unsaved).get(id).map(|u| u.fresh.clone())
     }
 
@@ -498,7 +500,7 @@ impl CredentialStore {
     /// Drops the kept credential of `id` (it was deleted), releasing its lock.
     pub(super) fn forget_unsaved(&self, id: &CredentialId) {
         if lock(&self.inner.unsaved).remove(id).is_some() {
-            tracing::warn!(target: "hive_cred::store", id = %id, "the credential was deleted while its refreshed copy waited to be saved; the copy is dropped");
+            warn_dropped(id);
         }
     }
 
@@ -615,7 +617,7 @@ impl CredentialStore {
                 true
             }
             Err(None) => {
-                tracing::warn!(target: "hive_cred::store", id = %id, "the credential was deleted while its refreshed copy waited to be saved; the copy is dropped");
+                warn_dropped(id);
                 true
             }
             Err(Some((e, attempts))) => {
