@@ -261,15 +261,9 @@ async fn after_change_passphrase_the_old_passphrase_and_a_saved_old_header_open_
     let s = open(tmp.path(), passphrase("old")).await;
     s.save(&api_key("a", "v1")).await.unwrap();
     let old_header = fs::read(tmp.path().join("store.header")).unwrap();
-    let records_before: Vec<_> = record_files(tmp.path())
-        .iter()
-        .map(|f| fs::read(f).unwrap())
-        .collect();
+    let records_before = record_bytes(tmp.path());
     s.change_passphrase(passphrase("new")).await.unwrap();
-    let records_after: Vec<_> = record_files(tmp.path())
-        .iter()
-        .map(|f| fs::read(f).unwrap())
-        .collect();
+    let records_after = record_bytes(tmp.path());
     assert_ne!(records_before, records_after, "records are re-encrypted");
     // The handle keeps working; a record written after the change...
     s.save(&api_key("b", "v2")).await.unwrap();
@@ -314,15 +308,9 @@ async fn rewrap_passphrase_changes_the_header_only() {
     let s = open(tmp.path(), passphrase("old")).await;
     s.save(&api_key("a", "v1")).await.unwrap();
     let old_header = fs::read(tmp.path().join("store.header")).unwrap();
-    let records_before: Vec<_> = record_files(tmp.path())
-        .iter()
-        .map(|f| fs::read(f).unwrap())
-        .collect();
+    let records_before = record_bytes(tmp.path());
     s.rewrap_passphrase(passphrase("new")).await.unwrap();
-    let records_after: Vec<_> = record_files(tmp.path())
-        .iter()
-        .map(|f| fs::read(f).unwrap())
-        .collect();
+    let records_after = record_bytes(tmp.path());
     assert_eq!(records_before, records_after, "no record is rewritten");
     s.save(&api_key("b", "v2")).await.unwrap();
     let err = LocalStorage::open_with(tmp.path(), passphrase("old"), fast_options())

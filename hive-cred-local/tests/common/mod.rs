@@ -50,6 +50,14 @@ pub async fn value_of(s: &LocalStorage, id_: &str) -> String {
         .to_string()
 }
 
+/// The bytes of every record file, in `record_files` order.
+pub fn record_bytes(dir: &Path) -> Vec<Vec<u8>> {
+    record_files(dir)
+        .iter()
+        .map(|f| std::fs::read(f).expect("read a record file"))
+        .collect()
+}
+
 /// Record files (`*.cred`) of a store directory, sorted.
 pub fn record_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
