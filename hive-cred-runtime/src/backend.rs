@@ -15,6 +15,17 @@ pub const VAULT_ADDR_ENV: &str = "HIVE_VAULT_ADDR";
 /// config file's `audit_log`).
 pub const AUDIT_LOG_ENV: &str = "HIVE_CRED_AUDIT_LOG";
 
+/// Where the audit trail is appended: `HIVE_CRED_AUDIT_LOG`, else the config file's
+/// `audit_log`.
+pub fn audit_log_path(
+    config: Option<&RuntimeConfig>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<PathBuf> {
+    non_empty(lookup, AUDIT_LOG_ENV)
+        .map(PathBuf::from)
+        .or_else(|| config.and_then(|c| c.audit_log.clone()))
+}
+
 /// The storage backend [`AgentRuntime::from_env`] uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -177,9 +188,7 @@ impl AgentRuntime {
                 .map_err(|e| e.with_message_prefix(format!("{CONFIG_ENV} names a bad config")))?,
             None => RuntimeConfig::default(),
         };
-        if let Some(path) = non_empty(lookup.as_ref(), AUDIT_LOG_ENV) {
-            config.audit_log = Some(PathBuf::from(path));
-        }
+        config.audit_log = audit_log_path(Some(&config), lookup.as_ref());
         let storage = backend.open(lookup.as_ref()).await?;
         tracing::info!(target: "hive_cred::runtime", backend = backend.name(), providers = config.providers.len(), "agent runtime configured from the environment");
         AgentRuntime::builder()

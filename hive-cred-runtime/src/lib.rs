@@ -9,7 +9,7 @@ mod redact;
 mod runtime;
 
 pub use audit::{AuditLog, AuditRecord, DEFAULT_AUDIT_CAPACITY, current_node, with_node};
-pub use backend::{AUDIT_LOG_ENV, Backend, VAULT_ADDR_ENV};
+pub use backend::{AUDIT_LOG_ENV, Backend, VAULT_ADDR_ENV, audit_log_path};
 pub use config::{CONFIG_ENV, ProviderConfig, RuntimeConfig, SecretRef};
 pub use encoding::Encoding;
 pub use redact::{

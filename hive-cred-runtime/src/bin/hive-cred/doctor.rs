@@ -90,10 +90,7 @@ pub async fn doctor(dir: Option<&Path>) -> u8 {
 /// refreshed credentials whose save failed and never landed since: their new tokens
 /// live only in the memory of the agent process that refreshed them.
 fn check_unsaved_refreshes(r: &mut Report, config: Option<&hive_cred_runtime::RuntimeConfig>) {
-    let path = env(hive_cred_runtime::AUDIT_LOG_ENV)
-        .filter(|p| !p.trim().is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| config.and_then(|c| c.audit_log.clone()));
+    let path = hive_cred_runtime::audit_log_path(config, &env);
     let Some(path) = path else {
         r.info("audit: no audit log configured (HIVE_CRED_AUDIT_LOG or audit_log); unsaved refreshes cannot be checked");
         return;
