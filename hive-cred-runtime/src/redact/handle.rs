@@ -7,8 +7,7 @@ use std::sync::Arc;
 use hive_cred_core::{ExposeSecret, SecretString};
 
 use super::{
-    DEFAULT_MIN_SECRET_LEN, Layer, RedactingWriter, Redactor, StreamRedactor, build_layer,
-    shared_detector,
+    DEFAULT_MIN_SECRET_LEN, Layer, RedactingWriter, Redactor, StreamRedactor, build_layer, detector,
 };
 
 /// A live view of the secrets a runtime has handed out. [`current`](Self::current)
@@ -168,14 +167,20 @@ impl RedactorHandle {
         let redactor = match built {
             Ok(r) => Arc::new(r),
             Err(e) => {
-                // Only reachable past the automaton's size limits: keep the last good one.
+                // Only reachable past the automaton's size limits: keep the last good one,
+                // and remember it for this version, so the next change (not every call,
+                // such as every chunk of a stream) tries again.
                 tracing::error!(target: "hive_cred::redact", error = %e, "could not rebuild the redactor");
-                return self
-                    .lock()
+                let mut reg = self.lock();
+                let last: Arc<Redactor> = reg
                     .built
                     .as_ref()
                     .map(|(_, r)| r.clone())
                     .unwrap_or_default();
+                if reg.built.as_ref().is_none_or(|(v, _)| *v < version) {
+                    reg.built = Some((version, last.clone()));
+                }
+                return last;
             }
         };
         let mut reg = self.lock();
@@ -212,10 +217,6 @@ enum Plan {
         min_secret_len: usize,
         detect: bool,
     },
-}
-
-fn detector(on: bool) -> hive_cred_core::Result<Option<Arc<super::Detector>>> {
-    on.then(shared_detector).transpose()
 }
 
 fn build_full(
@@ -272,8 +273,9 @@ impl Registry {
             return full();
         };
         let mut added: Secrets = Vec::new();
-        for ((id, key), values) in &self.values {
-            let known = base.values.get(&(id.clone(), key.clone()));
+        for (label, values) in &self.values {
+            let (id, key) = label;
+            let known = base.values.get(label);
             for v in values {
                 // EXPOSE: compare with the values the full build covers.
                 let new = v.expose_secret();

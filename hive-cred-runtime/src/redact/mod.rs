@@ -215,6 +215,11 @@ impl Default for RedactorBuilder {
 }
 
 /// The compiled rules, shared by every redactor (compiling them takes milliseconds).
+/// The pattern layer when `on` (compiled once per process).
+fn detector(on: bool) -> Result<Option<Arc<Detector>>> {
+    on.then(shared_detector).transpose()
+}
+
 fn shared_detector() -> Result<Arc<Detector>> {
     static DETECTOR: OnceLock<std::result::Result<Arc<Detector>, Error>> = OnceLock::new();
     DETECTOR
@@ -287,11 +292,7 @@ impl RedactorBuilder {
     /// Builds the automata. Fails only if an automaton would exceed the library's
     /// size limits (millions of patterns).
     pub fn build(self) -> Result<Redactor> {
-        let detector = if self.detect_patterns {
-            Some(shared_detector()?)
-        } else {
-            None
-        };
+        let detector = detector(self.detect_patterns)?;
         let layer = build_layer(self.secrets, self.min_secret_len)?;
         Ok(Redactor::from_parts(layer.into_iter().collect(), detector))
     }
@@ -302,126 +303,124 @@ fn build_layer(
     mut secrets: Vec<(String, String, SecretString)>,
     min_secret_len: usize,
 ) -> Result<Option<Arc<Layer>>> {
-    {
-        // Deterministic: the first (id, key) in order wins a value shared by several keys.
-        secrets.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
-        let mut markers: Vec<Arc<str>> = Vec::new();
-        let mut partials: Vec<Zeroizing<Vec<u8>>> = Vec::new();
-        // (pattern, kind, info); deduplicated below, first insertion wins.
-        let mut entries: Vec<(Zeroizing<Vec<u8>>, PatternKind, PatternInfo)> = Vec::new();
-        let mut count = 0;
-        let min_inner = MIN_ALIGNED_FRAGMENT.max(min_secret_len);
-        let mut last_label: Option<(&str, &str)> = None;
-        for (id, key, value) in &secrets {
-            // EXPOSE: the redactor must know the value to find it in text.
-            let raw = value.expose_secret();
-            if raw.len() < min_secret_len {
-                tracing::debug!(
-                    target: "hive_cred::redact",
-                    id = id.as_str(),
-                    key = key.as_str(),
-                    "value shorter than min_secret_len is not redacted"
-                );
-                continue;
+    // Deterministic: the first (id, key) in order wins a value shared by several keys.
+    secrets.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+    let mut markers: Vec<Arc<str>> = Vec::new();
+    let mut partials: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+    // (pattern, kind, info); deduplicated below, first insertion wins.
+    let mut entries: Vec<(Zeroizing<Vec<u8>>, PatternKind, PatternInfo)> = Vec::new();
+    let mut count = 0;
+    let min_inner = MIN_ALIGNED_FRAGMENT.max(min_secret_len);
+    let mut last_label: Option<(&str, &str)> = None;
+    for (id, key, value) in &secrets {
+        // EXPOSE: the redactor must know the value to find it in text.
+        let raw = value.expose_secret();
+        if raw.len() < min_secret_len {
+            tracing::debug!(
+                target: "hive_cred::redact",
+                id = id.as_str(),
+                key = key.as_str(),
+                "value shorter than min_secret_len is not redacted"
+            );
+            continue;
+        }
+        count += 1;
+        if last_label != Some((id.as_str(), key.as_str())) {
+            markers.push(marker(id, key).into());
+            markers.push(partial_marker(id, key).into());
+            last_label = Some((id.as_str(), key.as_str()));
+        }
+        let label = (markers.len() / 2 - 1) as u32;
+        let whole = PatternInfo {
+            label,
+            role: PatternRole::Whole,
+        };
+        for p in encoding::patterns(raw, min_inner) {
+            entries.push((p.bytes, p.kind, whole));
+        }
+        if raw.len() >= PARTIAL_MIN_SECRET {
+            let bytes = raw.as_bytes();
+            let mut n = PARTIAL_MIN_RUN.max(raw.len().div_ceil(2));
+            while !raw.is_char_boundary(n) {
+                n += 1;
             }
-            count += 1;
-            if last_label != Some((id.as_str(), key.as_str())) {
-                markers.push(marker(id, key).into());
-                markers.push(partial_marker(id, key).into());
-                last_label = Some((id.as_str(), key.as_str()));
+            let mut m = PARTIAL_MIN_RUN.max(raw.len().div_ceil(2));
+            while !raw.is_char_boundary(raw.len() - m) {
+                m += 1;
             }
-            let label = (markers.len() / 2 - 1) as u32;
-            let whole = PatternInfo {
-                label,
-                role: PatternRole::Whole,
+            let secret = partials.len() as u32;
+            partials.push(Zeroizing::new(bytes.to_vec()));
+            let prefix = PatternRole::Prefix {
+                secret,
+                n: n as u32,
             };
-            for p in encoding::patterns(raw, min_inner) {
-                entries.push((p.bytes, p.kind, whole));
-            }
-            if raw.len() >= PARTIAL_MIN_SECRET {
-                let bytes = raw.as_bytes();
-                let mut n = PARTIAL_MIN_RUN.max(raw.len().div_ceil(2));
-                while !raw.is_char_boundary(n) {
-                    n += 1;
-                }
-                let mut m = PARTIAL_MIN_RUN.max(raw.len().div_ceil(2));
-                while !raw.is_char_boundary(raw.len() - m) {
-                    m += 1;
-                }
-                let secret = partials.len() as u32;
-                partials.push(Zeroizing::new(bytes.to_vec()));
-                let prefix = PatternRole::Prefix {
-                    secret,
-                    n: n as u32,
-                };
-                let suffix = PatternRole::Suffix {
-                    secret,
-                    n: m as u32,
-                };
-                for (bytes, role) in [(&bytes[..n], prefix), (&bytes[bytes.len() - m..], suffix)] {
-                    if bytes.len() < raw.len() {
-                        let info = PatternInfo { label, role };
-                        entries.push((Zeroizing::new(bytes.to_vec()), PatternKind::Exact, info));
-                    }
+            let suffix = PatternRole::Suffix {
+                secret,
+                n: m as u32,
+            };
+            for (bytes, role) in [(&bytes[..n], prefix), (&bytes[bytes.len() - m..], suffix)] {
+                if bytes.len() < raw.len() {
+                    let info = PatternInfo { label, role };
+                    entries.push((Zeroizing::new(bytes.to_vec()), PatternKind::Exact, info));
                 }
             }
         }
-        // Stable: among equal patterns the first inserted (a whole form, the first
-        // secret in order) wins.
-        entries.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
-        entries.dedup_by(|later, first| later.0.as_slice() == first.0.as_slice());
-        if entries.is_empty() {
-            return Ok(None);
-        }
-        let mut exact: Vec<&[u8]> = Vec::new();
-        let mut exact_info = Vec::new();
-        let mut folded: Vec<&[u8]> = Vec::new();
-        let mut folded_info = Vec::new();
-        let mut wrapped: Vec<&[u8]> = Vec::new();
-        let mut wrapped_info = Vec::new();
-        let mut max_pattern_len = 0;
-        let mut max_base64_len = 0;
-        let mut min_base64_len = usize::MAX;
-        for (p, kind, info) in &entries {
-            max_pattern_len = max_pattern_len.max(p.len());
-            match kind {
-                PatternKind::Exact => {
-                    exact.push(p.as_slice());
-                    exact_info.push(*info);
-                }
-                PatternKind::CaseFree => {
-                    folded.push(p.as_slice());
-                    folded_info.push(*info);
-                }
-                PatternKind::Base64 => {
-                    exact.push(p.as_slice());
-                    exact_info.push(*info);
-                    wrapped.push(p.as_slice());
-                    wrapped_info.push(*info);
-                    max_base64_len = max_base64_len.max(p.len());
-                    min_base64_len = min_base64_len.min(p.len());
-                }
-            }
-        }
-        let prefilter = Prefilter::new(entries.iter().map(|e| &e.0));
-        let anchored = prefilter.is_some();
-        Ok(Some(Arc::new(Layer {
-            exact: build_automaton(&exact, false, anchored)?,
-            folded: build_automaton(&folded, true, anchored)?,
-            wrapped: build_automaton(&wrapped, false, anchored)?,
-            exact_info,
-            folded_info,
-            wrapped_info,
-            prefilter,
-            partials,
-            markers,
-            secrets: count,
-            patterns: entries.len(),
-            max_pattern_len,
-            max_base64_len,
-            min_base64_len,
-        })))
     }
+    // Stable: among equal patterns the first inserted (a whole form, the first
+    // secret in order) wins.
+    entries.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+    entries.dedup_by(|later, first| later.0.as_slice() == first.0.as_slice());
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut exact: Vec<&[u8]> = Vec::new();
+    let mut exact_info = Vec::new();
+    let mut folded: Vec<&[u8]> = Vec::new();
+    let mut folded_info = Vec::new();
+    let mut wrapped: Vec<&[u8]> = Vec::new();
+    let mut wrapped_info = Vec::new();
+    let mut max_pattern_len = 0;
+    let mut max_base64_len = 0;
+    let mut min_base64_len = usize::MAX;
+    for (p, kind, info) in &entries {
+        max_pattern_len = max_pattern_len.max(p.len());
+        match kind {
+            PatternKind::Exact => {
+                exact.push(p.as_slice());
+                exact_info.push(*info);
+            }
+            PatternKind::CaseFree => {
+                folded.push(p.as_slice());
+                folded_info.push(*info);
+            }
+            PatternKind::Base64 => {
+                exact.push(p.as_slice());
+                exact_info.push(*info);
+                wrapped.push(p.as_slice());
+                wrapped_info.push(*info);
+                max_base64_len = max_base64_len.max(p.len());
+                min_base64_len = min_base64_len.min(p.len());
+            }
+        }
+    }
+    let prefilter = Prefilter::new(entries.iter().map(|e| &e.0));
+    let anchored = prefilter.is_some();
+    Ok(Some(Arc::new(Layer {
+        exact: build_automaton(&exact, false, anchored)?,
+        folded: build_automaton(&folded, true, anchored)?,
+        wrapped: build_automaton(&wrapped, false, anchored)?,
+        exact_info,
+        folded_info,
+        wrapped_info,
+        prefilter,
+        partials,
+        markers,
+        secrets: count,
+        patterns: entries.len(),
+        max_pattern_len,
+        max_base64_len,
+        min_base64_len,
+    })))
 }
 
 impl Redactor {
@@ -674,21 +673,18 @@ impl Layer {
         end: usize,
         tag: u32,
     ) -> Hit {
-        let info = info[pattern];
-        let partial = u32::from(!matches!(info.role, PatternRole::Whole));
         Hit {
             start,
             end,
-            marker: tag | (2 * info.label + partial),
+            marker: marker_id(tag, info[pattern]),
         }
     }
 
     fn literal_hits(&self, hay: &[u8], from: usize, tag: u32, out: &mut Vec<Hit>) {
-        let inner = self;
-        if inner.exact.is_none() && inner.folded.is_none() {
+        if self.exact.is_none() && self.folded.is_none() {
             return;
         }
-        match &inner.prefilter {
+        match &self.prefilter {
             Some(pf) => {
                 // Every match contains, at some grid position g (every `stride` bytes
                 // from `from`), a q-gram the filter knows at offset g - s < stride of
@@ -707,7 +703,7 @@ impl Layer {
                 // find each next start.
                 let mut pos = from;
                 while pos < hay.len() {
-                    let next = [&inner.exact, &inner.folded]
+                    let next = [&self.exact, &self.folded]
                         .into_iter()
                         .flatten()
                         .filter_map(|ac| ac.find(Input::new(hay).range(pos..)))
@@ -723,11 +719,10 @@ impl Layer {
 
     /// The longest literal match starting at `s`, if any, with partial runs extended.
     fn longest_at(&self, hay: &[u8], from: usize, s: usize, tag: u32, out: &mut Vec<Hit>) {
-        let inner = self;
         let mut best: Option<(usize, PatternInfo)> = None;
         for (ac, info) in [
-            (&inner.exact, &inner.exact_info),
-            (&inner.folded, &inner.folded_info),
+            (&self.exact, &self.exact_info),
+            (&self.folded, &self.folded_info),
         ] {
             let Some(ac) = ac else { continue };
             let input = Input::new(hay).range(s..).anchored(Anchored::Yes);
@@ -750,7 +745,7 @@ impl Layer {
         match info.role {
             PatternRole::Whole => {}
             PatternRole::Prefix { secret, n } => {
-                let secret = &inner.partials[secret as usize];
+                let secret = &self.partials[secret as usize];
                 let mut i = n as usize;
                 while i < secret.len() && end < hay.len() && hay[end] == secret[i] {
                     i += 1;
@@ -763,7 +758,7 @@ impl Layer {
                 }
             }
             PatternRole::Suffix { secret, n } => {
-                let secret = &inner.partials[secret as usize];
+                let secret = &self.partials[secret as usize];
                 let first = secret.len() - n as usize;
                 let mut i = first;
                 while i > 0 && start > from && hay[start - 1] == secret[i - 1] {
@@ -776,13 +771,18 @@ impl Layer {
                 }
             }
         }
-        let partial = u32::from(!matches!(info.role, PatternRole::Whole));
         out.push(Hit {
             start,
             end,
-            marker: tag | (2 * info.label + partial),
+            marker: marker_id(tag, info),
         });
     }
+}
+
+/// The marker of a hit on a pattern: its label's whole or partial marker, in layer `tag`.
+fn marker_id(tag: u32, info: PatternInfo) -> u32 {
+    let partial = u32::from(!matches!(info.role, PatternRole::Whole));
+    tag | (2 * info.label + partial)
 }
 
 fn into_string(bytes: Vec<u8>) -> String {
