@@ -31,38 +31,16 @@ use hive_cred_runtime::{Redactor, RedactorHandle};
 const TEXT_LEN: usize = 4 << 20;
 const CHUNK: usize = 64 << 10;
 
-/// Deterministic pseudo-random numbers (xorshift), so runs compare.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn token(&mut self, len: usize) -> String {
-        const ALPHABET: &[u8] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/.~ &=";
-        (0..len)
-            .map(|_| ALPHABET[(self.next() % ALPHABET.len() as u64) as usize] as char)
-            .collect()
-    }
-}
+mod common;
 
-/// API-key-like values of 24 to 71 bytes (every one has partial runs).
+use common::{Rng, redactor};
+
+/// The characters of the generated secrets.
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/.~ &=";
+
+/// API-key-like values of 20 to 67 bytes after the `sk_{i}_` prefix.
 fn secrets(n: usize) -> Vec<String> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    (0..n)
-        .map(|i| format!("sk_{}_{}", i, rng.token(20 + (i % 48))))
-        .collect()
-}
-
-fn redactor(secrets: &[String], patterns: bool) -> Redactor {
-    let mut b = Redactor::builder().detect_patterns(patterns);
-    for (i, s) in secrets.iter().enumerate() {
-        b = b.secret(&format!("cred{i}"), "api_key", s.clone().into());
-    }
-    b.build().expect("automaton builds")
+    common::secrets(n, ALPHABET, 20, 48)
 }
 
 /// Every encoding the redactor covers, for inserting into the text.

@@ -15,39 +15,18 @@ use std::sync::Arc;
 use base64::Engine as _;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hive_cred_core::{CredentialObject, CredentialType, MemoryStorage};
-use hive_cred_runtime::{AgentRuntime, NodeSpec, Redactor};
+use hive_cred_runtime::{AgentRuntime, NodeSpec};
 
-/// Deterministic pseudo-random bytes (xorshift), so runs compare.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn token(&mut self, len: usize) -> String {
-        const ALPHABET: &[u8] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/.~";
-        (0..len)
-            .map(|_| ALPHABET[(self.next() % ALPHABET.len() as u64) as usize] as char)
-            .collect()
-    }
-}
+mod common;
 
+use common::{Rng, redactor};
+
+/// The characters of the generated secrets.
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/.~";
+
+/// API-key-like values of 24 to 47 bytes after the `sk_{i}_` prefix.
 fn secrets(n: usize) -> Vec<String> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    (0..n)
-        .map(|i| format!("sk_{}_{}", i, rng.token(24 + (i % 24))))
-        .collect()
-}
-
-fn redactor(secrets: &[String]) -> Redactor {
-    let mut b = Redactor::builder();
-    for (i, s) in secrets.iter().enumerate() {
-        b = b.secret(&format!("cred{i}"), "api_key", s.clone().into());
-    }
-    b.build().expect("automaton builds")
+    common::secrets(n, ALPHABET, 24, 24)
 }
 
 /// 1 MiB of tool-output-like text: log lines, JSON, base64 and hex blobs, with 16
@@ -126,7 +105,7 @@ fn text(secrets: &[String]) -> String {
 
 fn bench_redactor(c: &mut Criterion) {
     let secrets = secrets(1000);
-    let r = Arc::new(redactor(&secrets));
+    let r = Arc::new(redactor(&secrets, false));
     let input = text(&secrets);
     assert!(
         r.redact(&input).contains("[hive:cred"),
@@ -157,7 +136,7 @@ fn bench_redactor(c: &mut Criterion) {
     let mut g = c.benchmark_group("redactor");
     g.sample_size(10);
     g.bench_function("build_1000x6", |b| {
-        b.iter(|| black_box(redactor(black_box(&secrets))).pattern_count())
+        b.iter(|| black_box(redactor(black_box(&secrets), false)).pattern_count())
     });
     g.finish();
 }
