@@ -70,7 +70,7 @@ fn not_regular(role: Role, path: &Path, what: &str) -> Error {
     .with_context("file", path.display())
 }
 
-/// Opens the existing `path` for reading (`write`: and writing) with the checks described
+/// Opens the existing `path` for reading with the checks described
 /// in the module docs. `Ok(None)` when nothing is there.
 pub(crate) fn open_regular(path: &Path, role: Role) -> Result<Option<(File, fs::Metadata)>> {
     match open_checked(path, role, false) {

@@ -115,22 +115,7 @@ impl Keyring {
 
     /// The same store and wrapping key with different data keys.
     pub(crate) fn with_material(&self, material: KeyMaterial) -> Result<Keyring> {
-        let header_bytes = seal_header(
-            &self.store_id,
-            self.scrypt.as_ref(),
-            &self.salt,
-            &self.kek,
-            &material,
-        )?;
-        Keyring::assemble(
-            header_bytes,
-            false,
-            self.store_id,
-            self.scrypt,
-            self.salt,
-            Zeroizing::new(*self.kek),
-            material,
-        )
+        self.rewrap(self.scrypt, self.salt, Zeroizing::new(*self.kek), material)
     }
 
     pub(crate) fn material_clone(&self) -> KeyMaterial {

@@ -32,7 +32,7 @@ use crate::fs::{Flush, Role, io_error, unhex, write_atomic};
 use crate::keyring::Keyring;
 use crate::lock::{FileLock, Wait};
 use crate::record::decode;
-use crate::storage::{Inner, LOCK_FILE, LocalStorage, RECORD_SUFFIX, blocking, lock};
+use crate::storage::{Inner, LOCK_FILE, LocalStorage, RECORD_SUFFIX, blocking, join_error, lock};
 
 /// File name of the names index.
 pub(crate) const INDEX_FILE: &str = "names.index";
@@ -66,12 +66,7 @@ impl LocalStorage {
             .collect();
         let mut learned = 0;
         for task in tasks {
-            let found = task.await.map_err(|e| {
-                Error::new(
-                    hive_cred_core::ErrorKind::Unexpected,
-                    format!("a local storage task failed: {e}"),
-                )
-            })?;
+            let found = task.await.map_err(join_error)?;
             learned += found.len();
             ids.extend(found);
         }

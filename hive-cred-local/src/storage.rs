@@ -67,7 +67,7 @@ impl fmt::Debug for LocalStorage {
     }
 }
 
-fn join_error(e: tokio::task::JoinError) -> Error {
+pub(crate) fn join_error(e: tokio::task::JoinError) -> Error {
     Error::new(
         ErrorKind::Unexpected,
         format!("a local storage task failed: {e}"),
