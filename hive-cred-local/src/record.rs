@@ -81,8 +81,9 @@ impl Inner {
         Ok(open_regular(&path, Role::Record)?.is_some())
     }
 
-    pub(crate) fn save(&self, credential: &CredentialObject) -> Result<()> {
-        let id = credential.id();
+    pub(crate) fn save(&self, mut credential: CredentialObject) -> Result<()> {
+        let id = credential.id().clone();
+        let id = &id;
         let (_guard, keys) = self.begin_write()?;
         let tag = keys.id_tag(id);
         let path = self.record_path(&tag);
@@ -103,9 +104,8 @@ impl Inner {
         let next = stored.checked_add(1).ok_or_else(|| {
             Error::corrupted("credential version counter is exhausted").with_context("id", id)
         })?;
-        let mut out = credential.clone();
-        out.set_version(next);
-        let plaintext = to_stored_bytes(&out)?;
+        credential.set_version(next);
+        let plaintext = to_stored_bytes(&credential)?;
         let (generation, dek) = keys.material.current();
         let sealed = seal_record(dek, generation, next, &keys.store_id, &tag, &plaintext)
             .map_err(|e| e.with_context("id", id))?;

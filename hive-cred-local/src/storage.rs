@@ -233,7 +233,7 @@ impl CredentialStorage for LocalStorage {
     async fn save(&self, credential: &CredentialObject) -> Result<()> {
         let inner = Arc::clone(&self.inner);
         let credential = credential.clone();
-        blocking(move || inner.save(&credential))
+        blocking(move || inner.save(credential))
             .await
             .map_err(|e| with_backend(e, "save"))
     }
