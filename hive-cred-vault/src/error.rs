@@ -8,8 +8,6 @@ use hive_cred_core::{Error, ErrorKind};
 use rustify::errors::ClientError as HttpError;
 use vaultrs::error::ClientError;
 
-// The innermost cause of a transport error ("Connection refused (os error 111)").
-// Transport errors describe sockets and TLS, never request or response bodies.
 use crate::transport::{find_tls_error, root_cause, tls_reason};
 
 /// What was being done when an error happened, for the message and the context.

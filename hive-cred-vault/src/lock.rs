@@ -509,7 +509,8 @@ async fn renew(
     options: LockOptions,
     state: Arc<tokio::sync::Mutex<LeaseState>>,
 ) {
-    let every = options.ttl / 3;
+    // A third of the TTL, but never a busy loop for a TTL of a few nanoseconds.
+    let every = (options.ttl / 3).max(Duration::from_millis(10));
     loop {
         tokio::time::sleep(every).await;
         let mut st = state.lock().await;

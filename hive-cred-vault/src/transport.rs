@@ -156,20 +156,16 @@ fn add_ca_file(roots: &mut RootCertStore, file: &Path, variables: &str) -> Resul
 
 fn add_ca_dir(roots: &mut RootCertStore, dir: &Path) -> Result<()> {
     const VARS: &str = "HIVE_VAULT_CAPATH / VAULT_CAPATH";
-    let entries = std::fs::read_dir(dir).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         Error::config(format!(
             "cannot read the CA directory {} ({e}): check {VARS}",
             dir.display()
         ))
-    })?;
+    };
+    let entries = std::fs::read_dir(dir).map_err(unreadable)?;
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| {
-            Error::config(format!(
-                "cannot read the CA directory {} ({e}): check {VARS}",
-                dir.display()
-            ))
-        })?;
+        let entry = entry.map_err(unreadable)?;
         let path = entry.path();
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
         if !hidden && path.is_file() {
@@ -274,7 +270,8 @@ pub(crate) fn tls_reason(err: &rustls::Error) -> String {
     }
 }
 
-/// The innermost cause of a transport error.
+/// The innermost cause of a transport error ("Connection refused (os error 111)").
+/// Transport errors describe sockets and TLS, never request or response bodies.
 pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = err;
     while let Some(next) = cur.source() {
