@@ -34,6 +34,8 @@ struct Registry {
     version: u64,
     built: Option<(u64, Arc<Redactor>)>,
     base: Option<Base>,
+    /// The full build running in the background, if any.
+    rebuilding: Option<std::thread::JoinHandle<()>>,
     min_secret_len: usize,
     detect_patterns: bool,
 }
@@ -64,6 +66,7 @@ impl RedactorHandle {
                 version: 0,
                 built: None,
                 base: None,
+                rebuilding: None,
                 min_secret_len,
                 detect_patterns: true,
             })),
@@ -138,70 +141,113 @@ impl RedactorHandle {
 
     /// The redactor over every value seen so far.
     ///
-    /// Built lazily on the first call after a change. A full build covers every value;
-    /// after that, values added by refreshes go into a small overlay beside the shared
-    /// full build (so a refresh costs a build over a handful of values, not all of
-    /// them), until [`OVERLAY_MAX_VALUES`] have piled up and the next call builds
-    /// everything again. Values that fell out of the [`RETAINED_VALUES`] window stay
-    /// redacted until that full build.
+    /// Built lazily on the first call after a change. The first build covers every
+    /// value. After that, values added by refreshes go into a small overlay beside the
+    /// shared full build, so a refresh costs a build over a handful of values, not all
+    /// of them. Once more than [`OVERLAY_MAX_VALUES`] have piled up, a full build starts
+    /// on a background thread; until it lands, the overlay keeps covering every value
+    /// added since the last one, so the redactor returned is always complete. Values
+    /// that fell out of the [`RETAINED_VALUES`] window stay redacted until the next full
+    /// build.
     pub fn current(&self) -> Arc<Redactor> {
         let (version, plan) = {
-            let reg = self.lock();
+            let mut reg = self.lock();
             if let Some((v, r)) = &reg.built {
                 if *v == reg.version {
                     return r.clone();
                 }
             }
-            (reg.version, reg.plan())
+            let plan = reg.plan();
+            (reg.version, plan)
         };
         let built = match plan {
-            Plan::Full { secrets, snapshot } => build_full(secrets, &snapshot, self, version),
+            Plan::Full { secrets, snapshot } => build_full(secrets, snapshot, self, version),
             Plan::Overlay {
                 base,
                 secrets,
                 min_secret_len,
                 detect,
-            } => detector(detect)
-                .and_then(|d| Redactor::with_overlay(base, secrets, min_secret_len, d)),
+                full,
+            } => {
+                if let Some((secrets, snapshot)) = full {
+                    self.rebuild_in_background(secrets, snapshot, version);
+                }
+                detector(detect)
+                    .and_then(|d| Redactor::with_overlay(base, secrets, min_secret_len, d))
+            }
         };
-        let redactor = match built {
-            Ok(r) => Arc::new(r),
+        match built {
+            Ok(r) => self.install(version, Arc::new(r)),
             Err(e) => {
                 // Only reachable past the automaton's size limits: keep the last good one,
                 // and remember it for this version, so the next change (not every call,
                 // such as every chunk of a stream) tries again.
                 tracing::error!(target: "hive_cred::redact", error = %e, "could not rebuild the redactor");
-                let mut reg = self.lock();
-                let last: Arc<Redactor> = reg
-                    .built
-                    .as_ref()
-                    .map(|(_, r)| r.clone())
-                    .unwrap_or_default();
-                if reg.built.as_ref().is_none_or(|(v, _)| *v < version) {
-                    reg.built = Some((version, last.clone()));
-                }
-                return last;
+                let last = self.lock().built.as_ref().map(|(_, r)| r.clone());
+                self.install(version, last.unwrap_or_default())
             }
-        };
+        }
+    }
+
+    /// Waits for a full build running in the background (see [`current`](Self::current))
+    /// to land. Returns at once when none runs.
+    pub fn wait_for_rebuild(&self) {
+        let running = self.lock().rebuilding.take();
+        if let Some(thread) = running {
+            // A panic in the build is already reported by the thread; the overlay
+            // stays in use.
+            let _ = thread.join();
+        }
+    }
+
+    /// Remembers `redactor` as the build of `version` unless a newer one is known.
+    fn install(&self, version: u64, redactor: Arc<Redactor>) -> Arc<Redactor> {
         let mut reg = self.lock();
         if reg.built.as_ref().is_none_or(|(v, _)| *v < version) {
             reg.built = Some((version, redactor.clone()));
         }
         redactor
     }
+
+    fn rebuild_in_background(&self, secrets: Secrets, snapshot: Snapshot, version: u64) {
+        let handle = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hive-cred-redact-rebuild".into())
+            .spawn(move || match build_full(secrets, snapshot, &handle, version) {
+                Ok(r) => {
+                    // Replaces the overlay built for the same version: both are complete,
+                    // the full build scans faster.
+                    let mut reg = handle.lock();
+                    if reg.built.as_ref().is_none_or(|(v, _)| *v <= version) {
+                        reg.built = Some((version, Arc::new(r)));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(target: "hive_cred::redact", error = %e, "could not rebuild the redactor");
+                }
+            });
+        match spawned {
+            Ok(thread) => self.lock().rebuilding = Some(thread),
+            Err(e) => {
+                // No thread to be had: the overlay stays complete, try at the next change.
+                tracing::warn!(target: "hive_cred::redact", error = %e, "could not start the redactor rebuild");
+            }
+        }
+    }
 }
 
-/// How many values added since the last full build go into an overlay before the next
-/// [`RedactorHandle::current`] rebuilds everything.
-pub const OVERLAY_MAX_VALUES: usize = 64;
+/// How many values added since the last full build a refresh's overlay holds before a
+/// full build starts in the background.
+pub const OVERLAY_MAX_VALUES: usize = 16;
 
 type Secrets = Vec<(String, String, SecretString)>;
+type Snapshot = HashMap<(String, String), Vec<SecretString>>;
 
 /// The last full build: its layer and the values it covers.
 struct Base {
     version: u64,
     layer: Option<Arc<Layer>>,
-    values: HashMap<(String, String), Vec<SecretString>>,
+    values: Snapshot,
     min_secret_len: usize,
     detect_patterns: bool,
 }
@@ -209,19 +255,21 @@ struct Base {
 enum Plan {
     Full {
         secrets: Secrets,
-        snapshot: HashMap<(String, String), Vec<SecretString>>,
+        snapshot: Snapshot,
     },
     Overlay {
         base: Arc<Layer>,
         secrets: Secrets,
         min_secret_len: usize,
         detect: bool,
+        /// A full build to start in the background.
+        full: Option<(Secrets, Snapshot)>,
     },
 }
 
 fn build_full(
     secrets: Secrets,
-    snapshot: &HashMap<(String, String), Vec<SecretString>>,
+    snapshot: Snapshot,
     handle: &RedactorHandle,
     version: u64,
 ) -> hive_cred_core::Result<Redactor> {
@@ -236,7 +284,7 @@ fn build_full(
         reg.base = Some(Base {
             version,
             layer,
-            values: snapshot.clone(),
+            values: snapshot,
             min_secret_len,
             detect_patterns: detect,
         });
@@ -256,7 +304,9 @@ impl Registry {
             .collect()
     }
 
-    fn plan(&self) -> Plan {
+    /// What [`RedactorHandle::current`] builds; marks a background full build as
+    /// started when it asks for one.
+    fn plan(&mut self) -> Plan {
         let full = || Plan::Full {
             secrets: self.all_secrets(),
             snapshot: self.values.clone(),
@@ -285,14 +335,20 @@ impl Registry {
                 }
             }
         }
-        if added.len() > OVERLAY_MAX_VALUES {
-            return full();
-        }
+        let base = layer.clone();
+        let rebuild = added.len() > OVERLAY_MAX_VALUES
+            && self.rebuilding.as_ref().is_none_or(|t| t.is_finished());
+        let full = rebuild.then(|| {
+            // Stops `wait_for_rebuild` from joining a finished thread's successor early.
+            self.rebuilding = None;
+            (self.all_secrets(), self.values.clone())
+        });
         Plan::Overlay {
-            base: layer.clone(),
+            base,
             secrets: added,
             min_secret_len: self.min_secret_len,
             detect: self.detect_patterns,
+            full,
         }
     }
 }

@@ -31,7 +31,8 @@ impl Source {
 ///
 /// Holds back the last [`Redactor::holdback_len`] bytes of input (plus at most 3 to
 /// keep UTF-8 characters whole) until more input or [`finish`](Self::finish) decides
-/// them. The concatenated output equals [`Redactor::redact`] of the concatenated input
+/// them, and emits nothing until twice that much is pending (so small chunks are not
+/// each rescanned with the whole hold-back). The concatenated output equals [`Redactor::redact`] of the concatenated input
 /// as long as the redactor does not change.
 ///
 /// A stream made from a [`RedactorHandle`] ([`RedactorHandle::stream`]) asks it for the
@@ -100,8 +101,14 @@ impl StreamRedactor {
 
     fn push_inner(&mut self, chunk: &[u8], utf8: bool) -> Vec<u8> {
         let redactor = self.source.current();
-        self.pending.extend_from_slice(chunk);
+        extend_zeroizing(&mut self.pending, chunk);
         let len = self.pending.len();
+        // Each scan covers the held-back bytes again: wait for twice the hold-back, so
+        // that small chunks (a model's token stream) cost a scan per hold-back's worth of
+        // output, not one per chunk.
+        if len - self.context < 2 * redactor.holdback_len() {
+            return Vec::new();
+        }
         let mut limit = len
             .saturating_sub(redactor.holdback_len())
             .max(self.context);
@@ -160,6 +167,18 @@ impl StreamRedactor {
         self.context = 0;
         out
     }
+}
+
+/// Appends `chunk`, moving to a larger buffer by hand so that the old one is wiped
+/// (a plain `extend` frees it with the held-back text still in it).
+fn extend_zeroizing(buf: &mut Zeroizing<Vec<u8>>, chunk: &[u8]) {
+    let needed = buf.len() + chunk.len();
+    if needed > buf.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(2 * buf.capacity())));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(chunk);
 }
 
 /// An [`std::io::Write`] that redacts everything written through it.

@@ -52,14 +52,24 @@ fn short_values_are_skipped() {
 fn stream_holds_back_only_what_could_be_a_secret() {
     let r = one("abcd1234");
     let mut s = r.stream();
-    let out = s.push("hello world, then abcd12");
+    let lead = "hello world, ".repeat(2 * r.holdback_len() / 13 + 1);
+    assert_eq!(
+        s.push("hello"),
+        "",
+        "less than twice the hold-back: nothing yet"
+    );
+    let out = s.push(&format!("{lead}then abcd12"));
     assert!(!out.contains("abcd12"));
-    assert!(s.pending_len() <= r.holdback_len());
+    assert!(s.pending_len() <= r.holdback_len() + 3);
+    assert!(
+        out.len() >= lead.len() - r.holdback_len(),
+        "more than twice the hold-back pending: all but the hold-back is out"
+    );
     let rest = s.push("34 done");
     let tail = s.finish();
     assert_eq!(
         format!("{out}{rest}{tail}"),
-        "hello world, then [hive:c.k] done"
+        format!("hello{lead}then [hive:c.k] done")
     );
 }
 
@@ -120,6 +130,9 @@ fn handle_tracks_refreshed_values_and_keeps_recent_ones() {
             format!("other-value-{i:04}").into(),
         );
     }
+    // This call starts the full build; the one after it lands no longer knows the value.
+    let _ = h.current();
+    h.wait_for_rebuild();
     assert_eq!(h.current().redact("token-one-111"), "token-one-111");
 }
 
@@ -252,11 +265,28 @@ fn a_refresh_builds_an_overlay_and_enough_of_them_a_full_rebuild() {
             format!("another-value-{n:04}").into(),
         );
     }
-    let rebuilt = h.current();
+    // Too many added values: a full build starts in the background, and until it lands
+    // the overlay covers every added value.
+    let meanwhile = h.current();
+    assert_eq!(meanwhile.layers.len(), 2, "base + overlay while rebuilding");
+    assert_eq!(meanwhile.layers[1].secrets, OVERLAY_MAX_VALUES + 2);
+    let last = format!("another-value-{OVERLAY_MAX_VALUES:04}");
     assert_eq!(
-        rebuilt.layers.len(),
-        1,
-        "too many added values: full rebuild"
+        meanwhile.redact(&format!("another-value-0000 {last} refreshed-value-0003")),
+        format!("[hive:k0.t] [hive:k{OVERLAY_MAX_VALUES}.t] [hive:c3.t]")
     );
-    assert_eq!(rebuilt.redact("another-value-0000"), "[hive:k0.t]");
+    h.wait_for_rebuild();
+    let rebuilt = h.current();
+    assert_eq!(rebuilt.layers.len(), 1, "the full build landed");
+    assert_eq!(rebuilt.secret_count(), 10 + 1 + OVERLAY_MAX_VALUES + 1);
+    assert_eq!(
+        rebuilt.redact(&format!("another-value-0000 {last} initial-value-0003")),
+        format!("[hive:k0.t] [hive:k{OVERLAY_MAX_VALUES}.t] [hive:c3.t]")
+    );
+    // Values added while it ran go into a new overlay over the new base.
+    h.add("late", "t", "a-late-value-0001".into());
+    let after = h.current();
+    assert_eq!(after.layers.len(), 2);
+    assert!(Arc::ptr_eq(&after.layers[0], &rebuilt.layers[0]));
+    assert_eq!(after.redact("a-late-value-0001"), "[hive:late.t]");
 }
