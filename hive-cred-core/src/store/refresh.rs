@@ -57,6 +57,18 @@ pub(super) struct Unsaved {
     error: Error,
 }
 
+impl Unsaved {
+    /// `stored` landed while a newer refresh replaced the kept copy: the newer copy goes
+    /// on top of `stored` at the next attempt.
+    fn rebase(&mut self, stored: CredentialObject) {
+        let mut newer = (*self.fresh).clone();
+        newer.set_version(stored.version());
+        self.fresh = Arc::new(newer);
+        self.base = stored;
+        self.attempts = 0;
+    }
+}
+
 /// A refreshed credential that this store serves from memory because saving it failed;
 /// see [`CredentialStore::unsaved`]. Holds no values.
 #[derive(Debug, Clone)]
@@ -568,7 +580,7 @@ impl CredentialStore {
             return true;
         };
         let outcome = self.persist((*fresh).clone(), &base).await;
-        // Settle the map first, then log and release without holding its lock.
+        // Settle the map first, then release and log without holding its lock.
         let settled = {
             let mut unsaved = lock(&self.inner.unsaved);
             let Some(entry) = unsaved.get_mut(id) else {
@@ -576,17 +588,14 @@ impl CredentialStore {
             };
             match outcome {
                 Ok(Persisted::Saved(stored)) if !Arc::ptr_eq(&entry.fresh, &fresh) => {
-                    // Refreshed again while saving: the newer copy replaces what just
-                    // landed, at the next attempt.
-                    let mut newer = (*entry.fresh).clone();
-                    newer.set_version(stored.version());
-                    entry.fresh = Arc::new(newer);
-                    entry.base = stored;
-                    entry.attempts = 0;
+                    // Refreshed again while saving.
+                    entry.rebase(stored);
                     return false;
                 }
+                // The entry stays until the lock is released (below): `unsaved()`
+                // empties only when nothing of the refresh is left, lock included.
                 Ok(Persisted::Saved(stored)) | Ok(Persisted::Adopted(stored)) => {
-                    Ok((stored, unsaved.remove(id).and_then(|u| u.held)))
+                    Ok((stored, entry.held.take()))
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     unsaved.remove(id);
@@ -601,6 +610,22 @@ impl CredentialStore {
         };
         match settled {
             Ok((stored, held)) => {
+                if let Some(held) = held {
+                    Self::release_lock(id, held).await;
+                }
+                {
+                    let mut unsaved = lock(&self.inner.unsaved);
+                    match unsaved.get_mut(id) {
+                        Some(entry) if !Arc::ptr_eq(&entry.fresh, &fresh) => {
+                            // Refreshed again during the release.
+                            entry.rebase(stored);
+                            return false;
+                        }
+                        _ => {
+                            unsaved.remove(id);
+                        }
+                    }
+                }
                 tracing::info!(target: "hive_cred::store", id = %id, version = stored.version(), "the kept refreshed credential is settled in storage");
                 self.invalidate(id.as_str());
                 self.put_cache(&Arc::new(stored), self.generation());
@@ -611,9 +636,6 @@ impl CredentialStore {
                     AccessOutcome::Ok,
                     Instant::now(),
                 );
-                if let Some(held) = held {
-                    Self::release_lock(id, held).await;
-                }
                 true
             }
             Err(None) => {

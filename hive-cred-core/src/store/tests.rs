@@ -1097,6 +1097,116 @@ async fn a_refresh_whose_save_fails_is_served_and_saved_later_never_reused() {
     );
 }
 
+/// Saves fail `fail_saves` times; releasing a lock waits for a permit of `gate`.
+#[derive(Debug)]
+struct SlowRelease {
+    mem: Arc<MemoryStorage>,
+    fail_saves: AtomicUsize,
+    gate: Arc<tokio::sync::Semaphore>,
+    released: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct GatedGuard {
+    gate: Arc<tokio::sync::Semaphore>,
+    released: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl crate::LockRelease for GatedGuard {
+    async fn release(self: Box<Self>) -> Result<()> {
+        self.gate.acquire().await.unwrap().forget();
+        self.released.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::StorageLayer for SlowRelease {
+    fn inner(&self) -> &dyn CredentialStorage {
+        &*self.mem
+    }
+    async fn save(&self, c: &CredentialObject) -> Result<()> {
+        if self.fail_saves.load(Ordering::SeqCst) > 0 {
+            self.fail_saves.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::unavailable("injected: storage is down"));
+        }
+        self.mem.save(c).await
+    }
+    fn capabilities(&self) -> crate::StorageCapabilities {
+        crate::StorageCapabilities::process_lock()
+    }
+    async fn lock(&self, id: &CredentialId, _: &LockOptions) -> Result<crate::CredentialLock> {
+        let guard = GatedGuard {
+            gate: self.gate.clone(),
+            released: self.released.clone(),
+        };
+        Ok(crate::CredentialLock::new(id.clone(), guard))
+    }
+}
+
+/// A process that waits for `unsaved()` to empty before it exits (a graceful shutdown)
+/// must not leave the lock behind for other processes to wait out: the kept refresh is
+/// settled only once its lock is released too.
+#[tokio::test(start_paused = true)]
+async fn a_kept_refresh_is_settled_only_after_its_lock_is_released() {
+    let mem = Arc::new(MemoryStorage::new());
+    let storage = Arc::new(SlowRelease {
+        mem: mem.clone(),
+        fail_saves: AtomicUsize::new(0),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        released: Arc::new(AtomicUsize::new(0)),
+    });
+    let store = CredentialStore::builder()
+        .storage(storage.clone())
+        .provider(Arc::new(StrictProvider::new()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .refresh_policy(no_jitter())
+        .build()
+        .unwrap();
+    let mut seed = oauth("gh", "old", t0() - chrono::Duration::seconds(1));
+    seed.set_key("refresh_token", "rt-1", None).unwrap();
+    store.save(seed).await.unwrap();
+    store.clear_cache();
+    storage.fail_saves.store(1, Ordering::SeqCst);
+
+    let got = store.get_key("gh", "access_token").await.unwrap();
+    assert_eq!(got.expose_secret(), "at-1"); // EXPOSE: the test compares the secret value.
+    assert_eq!(store.unsaved().len(), 1);
+    let id: CredentialId = "gh".parse().unwrap();
+    let stored_rt = || async {
+        let c = mem.load(&id).await.unwrap().unwrap();
+        // EXPOSE: the test compares the secret value.
+        c.get_key("refresh_token")
+            .unwrap()
+            .expose_secret()
+            .to_owned()
+    };
+    for _ in 0..100 {
+        if stored_rt().await == "rt-2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(stored_rt().await, "rt-2", "the retried save landed");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(storage.released.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        store.unsaved().len(),
+        1,
+        "not settled while the lock is still held"
+    );
+    storage.gate.add_permits(1);
+    for _ in 0..100 {
+        if store.unsaved().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(store.unsaved().is_empty());
+    assert_eq!(storage.released.load(Ordering::SeqCst), 1);
+}
+
 /// Defect 1, conflict branch: another writer changed a field (not the secrets) while the
 /// refresh ran; the new tokens go on top of its copy instead of being dropped.
 #[tokio::test]
