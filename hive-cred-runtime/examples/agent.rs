@@ -232,6 +232,8 @@ async fn main() -> Result<(), BoxError> {
     for record in runtime.audit_trail() {
         println!("   {record}");
     }
+    // 6. Before exiting: nothing refreshed may be left only in memory.
+    runtime.shutdown(std::time::Duration::from_secs(10)).await?;
     server.abort();
     println!("done in {} ms", started.elapsed().as_millis());
     Ok(())

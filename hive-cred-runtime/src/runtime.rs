@@ -539,6 +539,31 @@ impl AgentRuntime {
         self.audit.records()
     }
 
+    /// Call before the agent process exits: saves the refreshed credentials that are
+    /// still only in memory because storage failed after their refresh (waiting at most
+    /// `timeout`, see [`CredentialStore::settle`]), then flushes the audit log.
+    ///
+    /// # Errors
+    /// `Unavailable` naming the credentials whose refreshed tokens could not be saved
+    /// in time (their grants may need re-authorisation if the process exits now), or
+    /// the audit log's write error.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<()> {
+        let left = self.credential_store.settle(timeout).await;
+        let audit = self.audit.clone();
+        let flushed = tokio::task::spawn_blocking(move || audit.flush())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("audit flush task: {e}")))?;
+        if let Some(first) = left.first() {
+            let ids: Vec<&str> = left.iter().map(|u| u.id.as_str()).collect();
+            return Err(Error::unavailable(
+                "refreshed credentials could not be saved before shutdown; their new tokens are lost when the process exits",
+            )
+            .with_context("ids", ids.join(","))
+            .with_context("last_error", first.error.kind()));
+        }
+        flushed
+    }
+
     /// Runs the pre-step for `spec` and, if every declared credential is available,
     /// the node body, with `spec.name` as the current node of audit records.
     ///

@@ -8,7 +8,8 @@
 //! its lock, but its policy does not let it write the credential. So the refresh
 //! succeeds at the token endpoint (the old refresh token is now spent) and the save
 //! right after it is refused by Vault with 403. The agent must serve the new token,
-//! keep it, and save it once the operator fixes the policy; a second agent started
+//! keep it, report it unsaved from `AgentRuntime::shutdown`, and save it (shutting down
+//! cleanly) once the operator fixes the policy; a second agent started
 //! afterwards must then refresh with the rotated refresh token. Had the rotated token
 //! been dropped, Vault would still hold the spent one, the second agent would present
 //! it, and the endpoint would revoke the family.
@@ -66,14 +67,20 @@ async fn child_agent() {
     if role != "first" {
         return;
     }
-    // Wait until the parent has fixed the policy, then for the kept save to land.
+    // While Vault still refuses, a shutdown reports what it could not save.
+    let refused = runtime
+        .shutdown(Duration::from_millis(300))
+        .await
+        .expect_err("nothing saved yet");
+    println!("{LINE}refused {}", refused.kind());
+    // Wait until the parent has fixed the policy, then shut down as an agent does.
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("parent's go");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !store.unsaved().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    println!("{LINE}settled {}", store.unsaved().is_empty());
+    let settled = runtime.shutdown(Duration::from_secs(60)).await;
+    println!(
+        "{LINE}settled {}",
+        settled.is_ok() && store.unsaved().is_empty()
+    );
     let again = store.get(ID).await.expect("still served");
     let same = again
         .key("access_token")
@@ -256,6 +263,7 @@ async fn a_save_refused_after_a_refresh_keeps_the_rotated_token_until_vault_take
         format!("got {served} unsaved 1"),
         "the new token is served and kept"
     );
+    assert_eq!(first.next(), "refused unavailable");
     assert_eq!(endpoint.counts().commits, 1);
     assert_eq!(
         stored_refresh_fingerprint(&root).await,

@@ -529,6 +529,34 @@ impl CredentialStore {
             .collect()
     }
 
+    /// Tries the save of every kept refresh again now, and again every 250 ms, until
+    /// all have landed (their locks released) or `timeout` has passed. Returns the ones
+    /// still kept: empty means nothing is lost.
+    ///
+    /// Kept refreshes live only in this process's memory, and the refresh token that
+    /// storage still holds has been spent: call this before the process exits (see
+    /// `AgentRuntime::shutdown`), so that a storage outage at exit does not cost the
+    /// grant.
+    pub async fn settle(&self, timeout: Duration) -> Vec<UnsavedRefresh> {
+        let all_saved = async {
+            loop {
+                let ids: Vec<CredentialId> = lock(&self.inner.unsaved).keys().cloned().collect();
+                if ids.is_empty() {
+                    return;
+                }
+                for id in &ids {
+                    self.save_unsaved(id).await;
+                }
+                if lock(&self.inner.unsaved).is_empty() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, all_saved).await;
+        self.unsaved()
+    }
+
     /// Keeps a refreshed credential whose save failed and starts retrying the save.
     fn keep_unsaved(
         &self,

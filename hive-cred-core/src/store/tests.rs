@@ -1207,6 +1207,55 @@ async fn a_kept_refresh_is_settled_only_after_its_lock_is_released() {
     assert_eq!(storage.released.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn settle_saves_kept_refreshes_now_or_names_the_ones_it_could_not() {
+    let mem = Arc::new(MemoryStorage::new());
+    let storage = Arc::new(FlakySaves {
+        mem: mem.clone(),
+        fail_saves: AtomicUsize::new(0),
+        saves: AtomicUsize::new(0),
+    });
+    let store = CredentialStore::builder()
+        .storage(storage.clone())
+        .provider(Arc::new(StrictProvider::new()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .refresh_policy(no_jitter())
+        .build()
+        .unwrap();
+    assert!(store.settle(Duration::from_secs(1)).await.is_empty());
+    let mut seed = oauth("gh", "old", t0() - chrono::Duration::seconds(1));
+    seed.set_key("refresh_token", "rt-1", None).unwrap();
+    store.save(seed).await.unwrap();
+    store.clear_cache();
+    storage.fail_saves.store(usize::MAX, Ordering::SeqCst);
+    store.get("gh").await.unwrap();
+
+    let started = tokio::time::Instant::now();
+    let left = store.settle(Duration::from_secs(2)).await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "waited the whole timeout"
+    );
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id.as_str(), "gh");
+    assert!(left[0].attempts > 2, "tried again while waiting");
+
+    storage.fail_saves.store(0, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    assert!(store.settle(Duration::from_secs(60)).await.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "saved at once, not at the next backoff"
+    );
+    let stored = mem.load(&"gh".parse().unwrap()).await.unwrap().unwrap();
+    // EXPOSE: the test compares the secret value.
+    assert_eq!(
+        stored.get_key("refresh_token").unwrap().expose_secret(),
+        "rt-2"
+    );
+}
+
 /// Defect 1, conflict branch: another writer changed a field (not the secrets) while the
 /// refresh ran; the new tokens go on top of its copy instead of being dropped.
 #[tokio::test]
