@@ -221,19 +221,23 @@ fn bench_rebuild(c: &mut Criterion) {
     let _ = handle.current();
     let mut g = c.benchmark_group("redact");
     g.sample_size(20);
-    let mut n = 0u64;
-    g.bench_function("refresh_rebuild_1000_secrets", |b| {
-        b.iter(|| {
-            n += 1;
-            let cred = &mut creds[7];
-            cred.set_key(
+    // Refresh number `n` of credential `at`: a new value, then the next redactor.
+    let refresh = |creds: &mut Vec<CredentialObject>, at: usize, n: u64| {
+        creds[at]
+            .set_key(
                 "access_token",
                 format!("refreshed-token-value-{n:012}"),
                 None,
             )
             .expect("valid key");
-            handle.observe(cred);
-            black_box(handle.current()).secret_count()
+        handle.observe(&creds[at]);
+        black_box(handle.current()).secret_count()
+    };
+    let mut n = 0u64;
+    g.bench_function("refresh_rebuild_1000_secrets", |b| {
+        b.iter(|| {
+            n += 1;
+            refresh(&mut creds, 7, n)
         })
     });
     // Real token populations refresh far less often than a full build takes (1,000
@@ -244,16 +248,8 @@ fn bench_rebuild(c: &mut Criterion) {
             let mut timed = std::time::Duration::ZERO;
             for _ in 0..iters {
                 n += 1;
-                let cred = &mut creds[(n % 1000) as usize];
-                cred.set_key(
-                    "access_token",
-                    format!("refreshed-token-value-{n:012}"),
-                    None,
-                )
-                .expect("valid key");
                 let start = std::time::Instant::now();
-                handle.observe(cred);
-                black_box(handle.current().secret_count());
+                refresh(&mut creds, (n % 1000) as usize, n);
                 timed += start.elapsed();
                 handle.wait_for_rebuild();
             }
@@ -265,15 +261,7 @@ fn bench_rebuild(c: &mut Criterion) {
     g.bench_function("refresh_burst_1000_secrets", |b| {
         b.iter(|| {
             n += 1;
-            let cred = &mut creds[(n % 1000) as usize];
-            cred.set_key(
-                "access_token",
-                format!("refreshed-token-value-{n:012}"),
-                None,
-            )
-            .expect("valid key");
-            handle.observe(cred);
-            black_box(handle.current()).secret_count()
+            refresh(&mut creds, (n % 1000) as usize, n)
         })
     });
     let all = secrets(1000);

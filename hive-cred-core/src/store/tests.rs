@@ -1097,6 +1097,23 @@ async fn a_refresh_whose_save_fails_is_served_and_saved_later_never_reused() {
     );
 }
 
+/// A store over `storage` with a [`StrictProvider`], holding `gh` expired with `rt-1`
+/// (not cached).
+async fn strict_store_with_expired_gh(storage: Arc<dyn CredentialStorage>) -> CredentialStore {
+    let store = CredentialStore::builder()
+        .storage(storage)
+        .provider(Arc::new(StrictProvider::new()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .refresh_policy(no_jitter())
+        .build()
+        .unwrap();
+    let mut seed = oauth("gh", "old", t0() - chrono::Duration::seconds(1));
+    seed.set_key("refresh_token", "rt-1", None).unwrap();
+    store.save(seed).await.unwrap();
+    store.clear_cache();
+    store
+}
+
 /// Saves fail `fail_saves` times; releasing a lock waits for a permit of `gate`.
 #[derive(Debug)]
 struct SlowRelease {
@@ -1157,17 +1174,7 @@ async fn a_kept_refresh_is_settled_only_after_its_lock_is_released() {
         gate: Arc::new(tokio::sync::Semaphore::new(0)),
         released: Arc::new(AtomicUsize::new(0)),
     });
-    let store = CredentialStore::builder()
-        .storage(storage.clone())
-        .provider(Arc::new(StrictProvider::new()))
-        .clock(Arc::new(ManualClock::new(t0())))
-        .refresh_policy(no_jitter())
-        .build()
-        .unwrap();
-    let mut seed = oauth("gh", "old", t0() - chrono::Duration::seconds(1));
-    seed.set_key("refresh_token", "rt-1", None).unwrap();
-    store.save(seed).await.unwrap();
-    store.clear_cache();
+    let store = strict_store_with_expired_gh(storage.clone()).await;
     storage.fail_saves.store(1, Ordering::SeqCst);
 
     let got = store.get_key("gh", "access_token").await.unwrap();
@@ -1215,18 +1222,8 @@ async fn settle_saves_kept_refreshes_now_or_names_the_ones_it_could_not() {
         fail_saves: AtomicUsize::new(0),
         saves: AtomicUsize::new(0),
     });
-    let store = CredentialStore::builder()
-        .storage(storage.clone())
-        .provider(Arc::new(StrictProvider::new()))
-        .clock(Arc::new(ManualClock::new(t0())))
-        .refresh_policy(no_jitter())
-        .build()
-        .unwrap();
+    let store = strict_store_with_expired_gh(storage.clone()).await;
     assert!(store.settle(Duration::from_secs(1)).await.is_empty());
-    let mut seed = oauth("gh", "old", t0() - chrono::Duration::seconds(1));
-    seed.set_key("refresh_token", "rt-1", None).unwrap();
-    store.save(seed).await.unwrap();
-    store.clear_cache();
     storage.fail_saves.store(usize::MAX, Ordering::SeqCst);
     store.get("gh").await.unwrap();
 
