@@ -8,7 +8,9 @@
 //! - `get_cold_<n>`: the first `get` of each credential on a freshly opened store (a new
 //!   `LocalStorage` handle with a raw key and a new `CredentialStore`, as in a new
 //!   process), per credential. Baselines: the same through `MemoryStorage` (the store's
-//!   own miss path), and the backend's `load` alone on a fresh handle.
+//!   own miss path), the backend's `load` alone on a fresh handle, and below that the
+//!   floor of any load that keeps file I/O off the executor: a `spawn_blocking` hop alone,
+//!   and the hop plus reading one record file.
 //! - `get_warm_<n>`: a cached `get`.
 //! - `list_fresh_<n>`: `list` through a new store on a new handle; baselines: the same on
 //!   `MemoryStorage`, and `std::fs::read_dir` of the store directory.
@@ -159,6 +161,30 @@ fn bench_size(c: &mut Criterion, rt: &Runtime, n: usize) {
                 },
             )
         })
+    });
+    // The floor below `baseline_local_load`: the hop to the blocking pool that keeps file
+    // I/O off the executor, plus reading one record file there (no decryption, no decode).
+    let records: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cred"))
+        .collect();
+    assert_eq!(records.len(), n);
+    let mut next = 0;
+    g.bench_function("baseline_blocking_read_file", |b| {
+        b.to_async(rt).iter(|| {
+            next = (next + 1) % records.len();
+            let path = records[next].clone();
+            async move {
+                tokio::task::spawn_blocking(move || std::fs::read(path).unwrap())
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+    g.bench_function("baseline_blocking_hop", |b| {
+        b.to_async(rt)
+            .iter(|| async { tokio::task::spawn_blocking(|| ()).await.unwrap() })
     });
     g.finish();
 
