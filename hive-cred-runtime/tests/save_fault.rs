@@ -32,9 +32,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use coordinated_refresh::endpoint::StrictEndpoint;
-use coordinated_refresh::{PROVIDER, bao, fingerprint, seed_credential};
+use coordinated_refresh::{PROVIDER, fingerprint, seed_credential};
 use hive_cred_core::{CredentialId, CredentialStorage, ExposeSecret};
 use hive_cred_runtime::AgentRuntime;
+use hive_cred_vault::testkit;
 use hive_cred_vault::{VaultAuth, VaultConfig, VaultStorage};
 
 const CHILD_ENV: &str = "HIVE_SF_CHILD";
@@ -163,13 +164,13 @@ path "secret/metadata/{prefix}" {{ capabilities = ["read", "list"] }}
 
 async fn vault_call(
     http: &reqwest::Client,
-    vault: &bao::Vault,
+    vault: &testkit::Target,
     path: &str,
     body: serde_json::Value,
 ) -> serde_json::Value {
     let response = http
         .post(format!("{}/v1/{path}", vault.addr))
-        .header("X-Vault-Token", &vault.token)
+        .header("X-Vault-Token", &vault.root_token)
         .json(&body)
         .send()
         .await
@@ -200,7 +201,9 @@ async fn a_save_refused_after_a_refresh_keeps_the_rotated_token_until_vault_take
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let Some(vault) = bao::shared() else { return };
+    let Some(vault) = testkit::shared() else {
+        return;
+    };
     let prefix = format!("hive-test/save-fault-{:016x}", rand::random::<u64>());
     let policy_name = format!("hive-save-fault-{:016x}", rand::random::<u64>());
     let http = reqwest::Client::new();
@@ -225,7 +228,7 @@ async fn a_save_refused_after_a_refresh_keeps_the_rotated_token_until_vault_take
 
     let endpoint = StrictEndpoint::start(600).await;
     let root = VaultStorage::new(
-        VaultConfig::new(&vault.addr, VaultAuth::token(vault.token.clone()))
+        VaultConfig::new(&vault.addr, VaultAuth::token(vault.root_token.clone()))
             .unwrap()
             .with_path_prefix(&prefix)
             .unwrap(),

@@ -6,9 +6,6 @@
 #![cfg(all(feature = "local", feature = "vault"))]
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "coordinated_refresh/bao.rs"]
-mod bao;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +39,12 @@ async fn the_runtimes_local_storage_keeps_its_lock_and_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runtimes_vault_storage_keeps_its_lease_lock_and_conforms() {
-    let Some(vault) = bao::shared() else {
+    let Some(vault) = hive_cred_vault::testkit::shared() else {
         return;
     };
     let vars = vec![
         ("HIVE_VAULT_ADDR", vault.addr.clone()),
-        ("HIVE_VAULT_TOKEN", vault.token.clone()),
+        ("HIVE_VAULT_TOKEN", vault.root_token.clone()),
         (
             "HIVE_VAULT_PATH",
             format!("hive-test/wrapped-{:016x}", rand::random::<u64>()),

