@@ -15,3 +15,6 @@ pub use provider::{
     ACCESS_TOKEN, OAuth2Provider, REFRESH_TOKEN, SCOPE_METADATA, TOKEN_TYPE_METADATA,
 };
 pub use spec::OAuth2ProviderSpec;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
