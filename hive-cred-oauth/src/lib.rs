@@ -9,7 +9,7 @@ mod response;
 mod spec;
 mod transport;
 
-pub use config::{AuthStyle, DEFAULT_LIFETIME, DEFAULT_TIMEOUT, OAuth2Config};
+pub use config::{AuthStyle, DEFAULT_LIFETIME, DEFAULT_TIMEOUT, Grant, OAuth2Config};
 pub use preset::{MICROSOFT_DEFAULT_TENANT, Preset};
 pub use provider::{
     ACCESS_TOKEN, OAuth2Provider, REFRESH_TOKEN, SCOPE_METADATA, TOKEN_TYPE_METADATA,

@@ -21,7 +21,7 @@ use oauth2::{
 use reqwest::Method;
 use url::Url;
 
-use crate::config::{AuthStyle, OAuth2Config, ValidatedUrls};
+use crate::config::{AuthStyle, Grant, OAuth2Config, ValidatedUrls};
 use crate::error::{Observed, RefreshContext, kind_of_code, shown_code};
 use crate::response::{Lifetime, TokenAnswer};
 use crate::transport::{Received, TokenHttp, Transport};
@@ -51,7 +51,10 @@ type TokenClient = oauth2::Client<
     EndpointSet,
 >;
 
-/// Refreshes OAuth2 credentials with the refresh-token grant (RFC 6749 section 6).
+/// Refreshes OAuth2 credentials with the refresh-token grant (RFC 6749 section 6), or,
+/// configured with [`Grant::ClientCredentials`], with a new client credentials grant
+/// (RFC 6749 section 4.4) each time: same single flight, locks and error classes in the
+/// store; no refresh token is needed or kept.
 ///
 /// # Behavior
 /// - `refresh` reads the credential's `refresh_token` key and returns a copy with a new
@@ -134,6 +137,25 @@ impl OAuth2Provider {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// A new OAuth2 credential `id` for this provider, with an access token from the
+    /// client credentials grant (machine to machine; no person involved): `provider_id`
+    /// and `auto_refresh` set, so the store replaces the token with a new grant when it
+    /// expires. `Config` error when the provider's grant is not
+    /// [`Grant::ClientCredentials`]; otherwise the errors of `refresh`.
+    pub async fn grant_client_credentials(&self, id: &str) -> Result<CredentialObject> {
+        if self.config.grant != Grant::ClientCredentials {
+            return Err(Error::config(
+                "this OAuth2 provider is not configured for the client_credentials grant; use with_grant(Grant::ClientCredentials)",
+            )
+            .with_context("provider", self.config.provider_id.as_str()));
+        }
+        let credential = CredentialObject::builder(id, hive_cred_core::CredentialType::OAuth2)
+            .provider_id(self.config.provider_id.as_str())
+            .auto_refresh(true)
+            .build()?;
+        self.refresh(&credential).await
     }
 
     /// The config.
@@ -354,9 +376,10 @@ impl CredentialProvider for OAuth2Provider {
         Some(self.config.timeout())
     }
 
-    /// Whether the credential has a `refresh_token` key.
+    /// Whether the credential has a `refresh_token` key; with the client credentials
+    /// grant, always.
     fn supports(&self, credential: &CredentialObject) -> bool {
-        credential.has_key(REFRESH_TOKEN)
+        self.config.grant == Grant::ClientCredentials || credential.has_key(REFRESH_TOKEN)
     }
 
     async fn refresh(&self, credential: &CredentialObject) -> Result<CredentialObject> {
@@ -365,36 +388,56 @@ impl CredentialProvider for OAuth2Provider {
             id,
             provider: &self.config.provider_id,
         };
-        let Some(stored) = credential.get_key(REFRESH_TOKEN) else {
-            return Err(ctx.no_refresh_token());
+        let refresh_token = match self.config.grant {
+            Grant::ClientCredentials => None,
+            Grant::RefreshToken => {
+                let Some(stored) = credential.get_key(REFRESH_TOKEN) else {
+                    return Err(ctx.no_refresh_token());
+                };
+                // EXPOSE: the refresh token is the grant's form field; oauth2's
+                // RefreshToken redacts it in Debug.
+                Some(RefreshToken::new(stored.expose_secret().to_string()))
+            }
         };
-        // EXPOSE: the refresh token is the grant's form field; oauth2's RefreshToken
-        // redacts it in Debug.
-        let refresh_token = RefreshToken::new(stored.expose_secret().to_string());
         let started = self.clock.now();
         let timer = Instant::now();
         tracing::debug!(
             target: "hive_cred::oauth",
             id,
             provider = %self.config.provider_id,
+            grant = %self.config.grant,
             host = self.urls.token.host_str().unwrap_or(""),
             "refreshing credential"
         );
 
-        let mut request = self.client.exchange_refresh_token(&refresh_token);
-        for scope in &self.config.scopes {
-            request = request.add_scope(Scope::new(scope.clone()));
-        }
-        for (name, value) in &self.config.extra_params {
-            request = request.add_extra_param(name.as_str(), value.as_str());
-        }
         let observed = Mutex::new(Observed::default());
-        let http = TokenHttp {
-            transport: &self.transport,
-            now: started,
-            observed: &observed,
+        let scopes = self.config.scopes.iter().map(|s| Scope::new(s.clone()));
+        let result = {
+            let http = TokenHttp {
+                transport: &self.transport,
+                now: started,
+                observed: &observed,
+            };
+            match &refresh_token {
+                Some(refresh_token) => {
+                    let mut request = self
+                        .client
+                        .exchange_refresh_token(refresh_token)
+                        .add_scopes(scopes);
+                    for (name, value) in &self.config.extra_params {
+                        request = request.add_extra_param(name.as_str(), value.as_str());
+                    }
+                    request.request_async(&http).await
+                }
+                None => {
+                    let mut request = self.client.exchange_client_credentials().add_scopes(scopes);
+                    for (name, value) in &self.config.extra_params {
+                        request = request.add_extra_param(name.as_str(), value.as_str());
+                    }
+                    request.request_async(&http).await
+                }
+            }
         };
-        let result = request.request_async(&http).await;
         let observed = observed.into_inner().unwrap_or_else(|p| p.into_inner());
         let elapsed_ms = timer.elapsed().as_millis() as u64;
 
