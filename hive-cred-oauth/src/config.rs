@@ -498,9 +498,7 @@ pub(crate) struct ValidatedUrls {
     pub(crate) revocation: Option<Url>,
     pub(crate) introspection: Option<Url>,
     pub(crate) userinfo: Option<Url>,
-    #[allow(dead_code, reason = "read by the authorization flows")]
     pub(crate) authorization: Option<Url>,
-    #[allow(dead_code, reason = "read by the authorization flows")]
     pub(crate) device_authorization: Option<Url>,
 }
 

@@ -33,7 +33,7 @@
 //!
 //! Token values are random per server and only handed out as [`SecretString`]s.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -204,6 +204,8 @@ pub struct MockConfig {
     active_tokens: Vec<String>,
     userinfo: Value,
     revoke_access_tokens: bool,
+    send_iss: Option<String>,
+    device_interval: u64,
 }
 
 impl fmt::Debug for MockConfig {
@@ -236,6 +238,8 @@ impl MockConfig {
             active_tokens: Vec::new(),
             userinfo: json!({"sub": "mock-user", "email": "user@example.test"}),
             revoke_access_tokens: true,
+            send_iss: None,
+            device_interval: 5,
         }
     }
 
@@ -298,6 +302,20 @@ impl MockConfig {
     #[must_use]
     pub fn with_access_token_revocation(mut self, accepted: bool) -> Self {
         self.revoke_access_tokens = accepted;
+        self
+    }
+
+    /// Sends `iss=<issuer>` in authorization redirects (RFC 9207). Default: no `iss`.
+    #[must_use]
+    pub fn with_iss_in_redirect(mut self, issuer: impl Into<String>) -> Self {
+        self.send_iss = Some(issuer.into());
+        self
+    }
+
+    /// The `interval` of device authorization answers, in seconds. Default: 5.
+    #[must_use]
+    pub fn with_device_interval(mut self, seconds: u64) -> Self {
+        self.device_interval = seconds;
         self
     }
 
@@ -379,8 +397,17 @@ struct Family {
     latest_access: Option<String>,
 }
 
+/// An authorization code waiting to be exchanged.
+struct PendingCode {
+    challenge: String,
+    redirect_uri: String,
+}
+
 struct Shared {
     config: MockConfig,
+    addr: std::sync::OnceLock<SocketAddr>,
+    codes: Mutex<HashMap<String, PendingCode>>,
+    device_codes: Mutex<HashSet<String>>,
     seed: u64,
     family: Mutex<Family>,
     faults: Mutex<VecDeque<Fault>>,
@@ -439,6 +466,9 @@ impl MockTokenServer {
             .finish();
         let shared = Arc::new(Shared {
             config,
+            addr: std::sync::OnceLock::new(),
+            codes: Mutex::new(HashMap::new()),
+            device_codes: Mutex::new(HashSet::new()),
             seed,
             family: Mutex::new(Family::default()),
             faults: Mutex::new(VecDeque::new()),
@@ -490,6 +520,22 @@ impl MockTokenServer {
     /// The introspection endpoint, `/introspect`.
     pub fn introspection_url(&self) -> String {
         self.url("/introspect")
+    }
+
+    /// The authorization endpoint, `/authorize`: a GET with `response_type=code`, a
+    /// loopback `redirect_uri` and an S256 `code_challenge` is approved at once (the
+    /// user "consents") with a 302 to the redirect URI carrying `code`, `state` and,
+    /// when configured, `iss`. Without PKCE it redirects with `error=invalid_request`.
+    pub fn authorization_url(&self) -> String {
+        self.url("/authorize")
+    }
+
+    /// The RFC 8628 device authorization endpoint, `/device`. Its device codes are
+    /// approved at once: the first poll succeeds unless faults are queued (queue
+    /// `Fault::OAuthError("authorization_pending")` or `"slow_down"` to simulate a user
+    /// who has not finished).
+    pub fn device_authorization_url(&self) -> String {
+        self.url("/device")
     }
 
     /// The user-info endpoint, `/userinfo`.
@@ -594,6 +640,8 @@ async fn handle(
     }
     match (uri.path(), &method) {
         ("/token", &Method::POST) => token(&shared, &rec).await,
+        ("/authorize", &Method::GET) => authorize(&shared, &rec),
+        ("/device", &Method::POST) => device(&shared, &rec),
         ("/revoke", &Method::POST) => revoke(&shared, &rec),
         ("/introspect", &Method::POST) => introspect(&shared, &rec),
         ("/userinfo", &Method::GET) => userinfo(&shared, &rec),
@@ -679,6 +727,16 @@ async fn token(shared: &Arc<Shared>, rec: &MockRequest) -> Response {
             drop(family);
             shared.grants.fetch_add(1, Ordering::SeqCst);
             issued(shared, &form, access, None)
+        }
+        Some("authorization_code") => code_grant(shared, &form),
+        Some("urn:ietf:params:oauth:grant-type:device_code") => {
+            let known = form
+                .get("device_code")
+                .is_some_and(|c| lock(&shared.device_codes).remove(c));
+            if !known {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            }
+            new_family(shared, &form)
         }
         Some(_) => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
         None => oauth_error(StatusCode::BAD_REQUEST, "invalid_request"),
@@ -792,4 +850,116 @@ fn userinfo(shared: &Shared, rec: &MockRequest) -> Response {
         Some(t) if is_live(shared, t) => axum::Json(shared.config.userinfo.clone()).into_response(),
         _ => oauth_error(StatusCode::UNAUTHORIZED, "invalid_token"),
     }
+}
+
+/// Starts a new refresh-token family (a person authorised again) and issues its tokens.
+fn new_family(shared: &Shared, form: &BTreeMap<String, String>) -> Response {
+    let access = shared.token("at");
+    let refresh = shared.token("rt");
+    let mut family = lock(&shared.family);
+    *family = Family {
+        current_refresh: refresh.clone(),
+        ..Family::default()
+    };
+    family.live_access.insert(access.clone());
+    family.latest_access = Some(access.clone());
+    drop(family);
+    shared.grants.fetch_add(1, Ordering::SeqCst);
+    issued(shared, form, access, Some(refresh))
+}
+
+fn code_grant(shared: &Shared, form: &BTreeMap<String, String>) -> Response {
+    let pending = form.get("code").and_then(|c| lock(&shared.codes).remove(c));
+    let Some(pending) = pending else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    };
+    if form.get("redirect_uri") != Some(&pending.redirect_uri) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let Some(verifier) = form.get("code_verifier") else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(
+                json!({"error": "invalid_grant", "error_description": "PKCE verification failed"}),
+            ),
+        )
+            .into_response();
+    };
+    let computed = oauth2::PkceCodeChallenge::from_code_verifier_sha256(
+        &oauth2::PkceCodeVerifier::new(verifier.clone()),
+    );
+    if computed.as_str() != pending.challenge {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    new_family(shared, form)
+}
+
+fn authorize(shared: &Shared, rec: &MockRequest) -> Response {
+    let q = form_map(rec.query.as_deref().unwrap_or(""));
+    let Some(redirect) = q.get("redirect_uri").and_then(|r| url::Url::parse(r).ok()) else {
+        return (StatusCode::BAD_REQUEST, "missing or invalid redirect_uri").into_response();
+    };
+    if redirect.host_str() != Some("127.0.0.1") || redirect.scheme() != "http" {
+        return (
+            StatusCode::BAD_REQUEST,
+            "redirect_uri must be a loopback URI",
+        )
+            .into_response();
+    }
+    let client_ok = match &shared.config.client {
+        Some((id, _)) => q.get("client_id") == Some(id),
+        None => q.contains_key("client_id"),
+    };
+    if !client_ok {
+        return (StatusCode::BAD_REQUEST, "unknown client_id").into_response();
+    }
+    let mut target = redirect.clone();
+    {
+        let mut pairs = target.query_pairs_mut();
+        let pkce_ok = q.get("response_type").map(String::as_str) == Some("code")
+            && q.get("code_challenge_method").map(String::as_str) == Some("S256")
+            && q.contains_key("code_challenge");
+        if pkce_ok {
+            let code = shared.token("code");
+            lock(&shared.codes).insert(
+                code.clone(),
+                PendingCode {
+                    challenge: q["code_challenge"].clone(),
+                    redirect_uri: redirect.to_string(),
+                },
+            );
+            pairs.append_pair("code", &code);
+        } else {
+            pairs.append_pair("error", "invalid_request");
+        }
+        if let Some(state) = q.get("state") {
+            pairs.append_pair("state", state);
+        }
+        if let Some(iss) = &shared.config.send_iss {
+            pairs.append_pair("iss", iss);
+        }
+    }
+    (StatusCode::FOUND, [(header::LOCATION, target.to_string())]).into_response()
+}
+
+fn device(shared: &Arc<Shared>, rec: &MockRequest) -> Response {
+    let form = form_map(&rec.body);
+    if let Err(refused) = client_of(shared, rec, &form) {
+        return refused.into_response();
+    }
+    let device_code = shared.token("dc");
+    let base = shared
+        .addr
+        .get()
+        .map_or_else(|| "http://127.0.0.1".to_string(), |a| format!("http://{a}"));
+    lock(&shared.device_codes).insert(device_code.clone());
+    axum::Json(json!({
+        "device_code": device_code,
+        "user_code": "WDJB-MJHT",
+        "verification_uri": format!("{base}/activate"),
+        "verification_uri_complete": format!("{base}/activate?user_code=WDJB-MJHT"),
+        "expires_in": 600,
+        "interval": shared.config.device_interval,
+    }))
+    .into_response()
 }
