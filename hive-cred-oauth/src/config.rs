@@ -26,6 +26,37 @@ const RESERVED_PARAMS: [&str; 5] = [
     "scope",
 ];
 
+/// How a provider obtains a new access token when the old one expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Grant {
+    /// The refresh-token grant (RFC 6749 section 6): the credential holds a refresh
+    /// token obtained once by a person (`connect`). Serde name `"refresh_token"`.
+    #[default]
+    RefreshToken,
+    /// The client credentials grant (RFC 6749 section 4.4), machine to machine: each
+    /// "refresh" is a new grant authenticated by the client id and secret alone; the
+    /// credential needs no refresh token. Serde name `"client_credentials"`.
+    ClientCredentials,
+}
+
+impl Grant {
+    /// The serde name, which is also the `grant_type` sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::RefreshToken => "refresh_token",
+            Grant::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How the client authenticates to the token endpoint (RFC 6749 section 2.3.1).
 ///
 /// Without a client secret (a public client) both styles send `client_id` in the
@@ -109,6 +140,10 @@ pub struct OAuth2Config {
     pub(crate) introspection_url: Option<String>,
     pub(crate) userinfo_url: Option<String>,
     pub(crate) default_lifetime: Option<Duration>,
+    pub(crate) grant: Grant,
+    pub(crate) authorization_url: Option<String>,
+    pub(crate) device_authorization_url: Option<String>,
+    pub(crate) issuer: Option<String>,
 }
 
 impl fmt::Debug for OAuth2Config {
@@ -126,6 +161,10 @@ impl fmt::Debug for OAuth2Config {
             .field("scopes", &self.scopes)
             .field("extra_params", &extra)
             .field("timeout", &self.timeout)
+            .field("grant", &self.grant)
+            .field("authorization_url", &self.authorization_url)
+            .field("device_authorization_url", &self.device_authorization_url)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +190,10 @@ impl OAuth2Config {
             introspection_url: None,
             userinfo_url: None,
             default_lifetime: Some(DEFAULT_LIFETIME),
+            grant: Grant::RefreshToken,
+            authorization_url: None,
+            device_authorization_url: None,
+            issuer: None,
         }
     }
 
@@ -279,6 +322,59 @@ impl OAuth2Config {
         self
     }
 
+    /// How expired access tokens are replaced. Default: [`Grant::RefreshToken`]. With
+    /// [`Grant::ClientCredentials`] a client secret is required.
+    #[must_use]
+    pub fn with_grant(mut self, grant: Grant) -> Self {
+        self.grant = grant;
+        self
+    }
+
+    /// The authorization endpoint (RFC 6749 section 3.1), used by the authorization
+    /// code flow. Default: the preset's, else none.
+    #[must_use]
+    pub fn with_authorization_url(mut self, url: impl Into<String>) -> Self {
+        self.authorization_url = Some(url.into());
+        self
+    }
+
+    /// The device authorization endpoint (RFC 8628 section 3.1), used by the device
+    /// flow. Default: the preset's, else none.
+    #[must_use]
+    pub fn with_device_authorization_url(mut self, url: impl Into<String>) -> Self {
+        self.device_authorization_url = Some(url.into());
+        self
+    }
+
+    /// The authorisation server's issuer identifier (RFC 8414). When set, the
+    /// authorization code flow requires a matching `iss` in the redirect whenever the
+    /// server sends one (RFC 9207). Default: none.
+    #[must_use]
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// The grant used to replace expired access tokens.
+    pub fn grant(&self) -> Grant {
+        self.grant
+    }
+
+    /// The authorization endpoint.
+    pub fn authorization_url(&self) -> Option<&str> {
+        self.authorization_url.as_deref()
+    }
+
+    /// The device authorization endpoint.
+    pub fn device_authorization_url(&self) -> Option<&str> {
+        self.device_authorization_url.as_deref()
+    }
+
+    /// The issuer identifier.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
     /// The provider id credentials name.
     pub fn provider_id(&self) -> &str {
         &self.provider_id
@@ -371,6 +467,12 @@ impl OAuth2Config {
                     .into(),
             ));
         }
+        if self.grant == Grant::ClientCredentials && self.client_secret.is_none() {
+            return Err(cfg_err(
+                "the client_credentials grant needs a client secret; set it with with_client_secret"
+                    .into(),
+            ));
+        }
         let map = |what: &'static str, url: &Option<String>| {
             url.as_deref()
                 .map(|u| endpoint_url(what, u))
@@ -383,6 +485,8 @@ impl OAuth2Config {
             revocation: map("revocation", &self.revocation_url)?,
             introspection: map("introspection", &self.introspection_url)?,
             userinfo: map("user-info", &self.userinfo_url)?,
+            authorization: map("authorization", &self.authorization_url)?,
+            device_authorization: map("device authorization", &self.device_authorization_url)?,
         })
     }
 }
@@ -394,6 +498,8 @@ pub(crate) struct ValidatedUrls {
     pub(crate) revocation: Option<Url>,
     pub(crate) introspection: Option<Url>,
     pub(crate) userinfo: Option<Url>,
+    pub(crate) authorization: Option<Url>,
+    pub(crate) device_authorization: Option<Url>,
 }
 
 /// Whether `host` is a loopback host (`localhost`, `127.0.0.0/8`, `::1`).

@@ -19,6 +19,14 @@ use crate::config::{AuthStyle, OAuth2Config};
 /// | Slack | `https://slack.com/api/oauth.v2.access` | request body | — | — |
 /// | HubSpot | `https://api.hubapi.com/oauth/v1/token` | request body | — | — |
 ///
+/// | preset | authorization | device authorization (RFC 8628) |
+/// | --- | --- | --- |
+/// | GitHub | `https://github.com/login/oauth/authorize` | `https://github.com/login/device/code` |
+/// | Google | `https://accounts.google.com/o/oauth2/v2/auth` | `https://oauth2.googleapis.com/device/code` |
+/// | Microsoft | `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize` | `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode` |
+/// | Slack | `https://slack.com/oauth/v2/authorize` | — |
+/// | HubSpot | `https://app.hubspot.com/oauth/authorize` | — |
+///
 /// "—": the provider has no standard (RFC 7009 / bearer GET) endpoint for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[non_exhaustive]
@@ -117,6 +125,34 @@ impl Preset {
         }
     }
 
+    /// The authorization endpoint (authorization code flow). `tenant` as for
+    /// [`token_url`](Self::token_url).
+    pub fn authorization_url(self, tenant: Option<&str>) -> Result<String> {
+        Ok(match self {
+            Preset::GitHub => "https://github.com/login/oauth/authorize".into(),
+            Preset::Google => "https://accounts.google.com/o/oauth2/v2/auth".into(),
+            Preset::Microsoft => self
+                .token_url(tenant)?
+                .replace("/oauth2/v2.0/token", "/oauth2/v2.0/authorize"),
+            Preset::Slack => "https://slack.com/oauth/v2/authorize".into(),
+            Preset::HubSpot => "https://app.hubspot.com/oauth/authorize".into(),
+        })
+    }
+
+    /// The RFC 8628 device authorization endpoint, when the provider has one. `tenant`
+    /// as for [`token_url`](Self::token_url).
+    pub fn device_authorization_url(self, tenant: Option<&str>) -> Result<Option<String>> {
+        Ok(match self {
+            Preset::GitHub => Some("https://github.com/login/device/code".into()),
+            Preset::Google => Some("https://oauth2.googleapis.com/device/code".into()),
+            Preset::Microsoft => Some(
+                self.token_url(tenant)?
+                    .replace("/oauth2/v2.0/token", "/oauth2/v2.0/devicecode"),
+            ),
+            Preset::Slack | Preset::HubSpot => None,
+        })
+    }
+
     pub(crate) fn apply(
         self,
         provider_id: String,
@@ -127,6 +163,21 @@ impl Preset {
             OAuth2Config::new(provider_id, token_url, client_id).with_auth_style(self.auth_style());
         config.revocation_url = self.revocation_url().map(str::to_string);
         config.userinfo_url = self.userinfo_url().map(str::to_string);
+        // The tenant is the one already placed in the token URL.
+        let tenant = (self == Preset::Microsoft)
+            .then(|| {
+                config
+                    .token_url
+                    .strip_prefix("https://login.microsoftonline.com/")
+                    .and_then(|rest| rest.split('/').next())
+                    .map(str::to_string)
+            })
+            .flatten();
+        config.authorization_url = self.authorization_url(tenant.as_deref()).ok();
+        config.device_authorization_url = self
+            .device_authorization_url(tenant.as_deref())
+            .ok()
+            .flatten();
         config
     }
 }
@@ -186,6 +237,51 @@ mod tests {
             Some("https://oauth2.googleapis.com/revoke")
         );
         assert!("nope".parse::<Preset>().is_err());
+    }
+
+    #[test]
+    fn presets_have_authorization_and_device_endpoints() {
+        let gh = OAuth2Config::github("g", "c");
+        assert_eq!(
+            gh.authorization_url(),
+            Some("https://github.com/login/oauth/authorize")
+        );
+        assert_eq!(
+            gh.device_authorization_url(),
+            Some("https://github.com/login/device/code")
+        );
+        let ms = OAuth2Config::microsoft("m", "contoso.onmicrosoft.com", "c").unwrap();
+        assert_eq!(
+            ms.authorization_url(),
+            Some("https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize")
+        );
+        assert_eq!(
+            ms.device_authorization_url(),
+            Some(
+                "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode"
+            )
+        );
+        assert!(
+            OAuth2Config::slack("s", "c")
+                .device_authorization_url()
+                .is_none()
+        );
+        assert!(
+            OAuth2Config::hubspot("h", "c")
+                .authorization_url()
+                .is_some()
+        );
+        for p in [
+            Preset::GitHub,
+            Preset::Google,
+            Preset::Microsoft,
+            Preset::Slack,
+            Preset::HubSpot,
+        ] {
+            let c = OAuth2Config::from_preset(p, "pid", "cid");
+            let urls = c.validate().unwrap();
+            assert!(urls.authorization.is_some(), "{p}");
+        }
     }
 
     #[test]

@@ -15,13 +15,14 @@ use oauth2::basic::{
 };
 use oauth2::http::header;
 use oauth2::{
-    AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RefreshToken, Scope,
-    StandardRevocableToken, TokenResponse, TokenUrl,
+    AuthType, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, Scope, StandardRevocableToken, TokenResponse,
+    TokenUrl,
 };
 use reqwest::Method;
 use url::Url;
 
-use crate::config::{AuthStyle, OAuth2Config, ValidatedUrls};
+use crate::config::{AuthStyle, Grant, OAuth2Config, ValidatedUrls};
 use crate::error::{Observed, RefreshContext, kind_of_code, shown_code};
 use crate::response::{Lifetime, TokenAnswer};
 use crate::transport::{Received, TokenHttp, Transport};
@@ -38,6 +39,27 @@ pub const SCOPE_METADATA: &str = "scope";
 /// The longest lifetime accepted from `expires_in` (10 years); longer values are capped.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+/// The grant of one token request.
+pub(crate) enum TokenGrant<'a> {
+    Refresh(&'a RefreshToken),
+    ClientCredentials,
+    Code {
+        code: AuthorizationCode,
+        verifier: PkceCodeVerifier,
+        redirect: RedirectUrl,
+    },
+}
+
+impl TokenGrant<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            TokenGrant::Refresh(_) => "refresh_token",
+            TokenGrant::ClientCredentials => "client_credentials",
+            TokenGrant::Code { .. } => "authorization_code",
+        }
+    }
+}
+
 type TokenClient = oauth2::Client<
     BasicErrorResponse,
     TokenAnswer,
@@ -51,7 +73,10 @@ type TokenClient = oauth2::Client<
     EndpointSet,
 >;
 
-/// Refreshes OAuth2 credentials with the refresh-token grant (RFC 6749 section 6).
+/// Refreshes OAuth2 credentials with the refresh-token grant (RFC 6749 section 6), or,
+/// configured with [`Grant::ClientCredentials`], with a new client credentials grant
+/// (RFC 6749 section 4.4) each time: same single flight, locks and error classes in the
+/// store; no refresh token is needed or kept.
 ///
 /// # Behavior
 /// - `refresh` reads the credential's `refresh_token` key and returns a copy with a new
@@ -136,9 +161,54 @@ impl OAuth2Provider {
         self
     }
 
+    /// A new OAuth2 credential `id` for this provider, with an access token from the
+    /// client credentials grant (machine to machine; no person involved): `provider_id`
+    /// and `auto_refresh` set, so the store replaces the token with a new grant when it
+    /// expires. `Config` error when the provider's grant is not
+    /// [`Grant::ClientCredentials`]; otherwise the errors of `refresh`.
+    pub async fn grant_client_credentials(&self, id: &str) -> Result<CredentialObject> {
+        if self.config.grant != Grant::ClientCredentials {
+            return Err(Error::config(
+                "this OAuth2 provider is not configured for the client_credentials grant; use with_grant(Grant::ClientCredentials)",
+            )
+            .with_context("provider", self.config.provider_id.as_str()));
+        }
+        let credential = CredentialObject::builder(id, hive_cred_core::CredentialType::OAuth2)
+            .provider_id(self.config.provider_id.as_str())
+            .auto_refresh(true)
+            .build()?;
+        self.refresh(&credential).await
+    }
+
     /// The config.
     pub fn config(&self) -> &OAuth2Config {
         &self.config
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// A client-authenticated form POST to `url`.
+    pub(crate) async fn send_form(
+        &self,
+        url: &Url,
+        params: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Received> {
+        self.send(self.authed_form(url, params), what).await
+    }
+
+    pub(crate) fn endpoint_error_of(&self, what: &str, received: &Received) -> Error {
+        self.endpoint_error(what, received)
+    }
+
+    pub(crate) fn urls(&self) -> &ValidatedUrls {
+        &self.urls
+    }
+
+    pub(crate) fn provider_id_str(&self) -> &str {
+        &self.config.provider_id
     }
 
     fn expiry(&self, start: DateTime<Utc>, lifetime: Option<Duration>) -> Option<DateTime<Utc>> {
@@ -148,7 +218,7 @@ impl OAuth2Provider {
     }
 
     /// Builds the refreshed credential from the token endpoint's answer.
-    fn apply_answer(
+    pub(crate) fn apply_answer(
         &self,
         credential: &CredentialObject,
         answer: &TokenAnswer,
@@ -221,6 +291,99 @@ impl OAuth2Provider {
         };
         fresh.set_last_refreshed(self.clock.now());
         Ok((fresh, rotated))
+    }
+
+    /// One token request with `grant`; the answer applied to `credential`.
+    pub(crate) async fn token_request(
+        &self,
+        credential: &CredentialObject,
+        grant: TokenGrant<'_>,
+    ) -> Result<CredentialObject> {
+        let id = credential.id().as_str();
+        let ctx = RefreshContext {
+            id,
+            provider: &self.config.provider_id,
+        };
+        let grant_name = grant.name();
+        let started = self.clock.now();
+        let timer = Instant::now();
+        tracing::debug!(
+            target: "hive_cred::oauth",
+            id,
+            provider = %self.config.provider_id,
+            grant = grant_name,
+            host = self.urls.token.host_str().unwrap_or(""),
+            "refreshing credential"
+        );
+
+        let observed = Mutex::new(Observed::default());
+        let result = {
+            let http = TokenHttp {
+                transport: &self.transport,
+                now: started,
+                observed: &observed,
+            };
+            let scopes = self.config.scopes.iter().map(|s| Scope::new(s.clone()));
+            let extra = &self.config.extra_params;
+            match grant {
+                TokenGrant::Refresh(token) => {
+                    let mut request = self.client.exchange_refresh_token(token).add_scopes(scopes);
+                    for (name, value) in extra {
+                        request = request.add_extra_param(name.as_str(), value.as_str());
+                    }
+                    request.request_async(&http).await
+                }
+                TokenGrant::ClientCredentials => {
+                    let mut request = self.client.exchange_client_credentials().add_scopes(scopes);
+                    for (name, value) in extra {
+                        request = request.add_extra_param(name.as_str(), value.as_str());
+                    }
+                    request.request_async(&http).await
+                }
+                TokenGrant::Code {
+                    code,
+                    verifier,
+                    redirect,
+                } => {
+                    let client = self.client.clone().set_redirect_uri(redirect);
+                    let mut request = client.exchange_code(code).set_pkce_verifier(verifier);
+                    for (name, value) in extra {
+                        request = request.add_extra_param(name.as_str(), value.as_str());
+                    }
+                    request.request_async(&http).await
+                }
+            }
+        };
+        let observed = observed.into_inner().unwrap_or_else(|p| p.into_inner());
+        let elapsed_ms = timer.elapsed().as_millis() as u64;
+
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(err) => {
+                let e = ctx.request_error(err, &observed);
+                tracing::debug!(
+                    target: "hive_cred::oauth",
+                    id,
+                    provider = %self.config.provider_id,
+                    kind = %e.kind(),
+                    status = observed.status,
+                    elapsed_ms,
+                    "token request failed"
+                );
+                return Err(e);
+            }
+        };
+        let (fresh, rotated) = self.apply_answer(credential, &answer, started)?;
+        tracing::debug!(
+            target: "hive_cred::oauth",
+            id,
+            provider = %self.config.provider_id,
+            rotated,
+            expires_in = answer.expires_in().map(|d| d.as_secs()),
+            elapsed_ms,
+            "token request succeeded"
+        );
+        Ok(fresh)
     }
 
     /// A POST of `params` with the client authenticated per the auth style.
@@ -354,77 +517,33 @@ impl CredentialProvider for OAuth2Provider {
         Some(self.config.timeout())
     }
 
-    /// Whether the credential has a `refresh_token` key.
+    /// Whether the credential has a `refresh_token` key; with the client credentials
+    /// grant, always.
     fn supports(&self, credential: &CredentialObject) -> bool {
-        credential.has_key(REFRESH_TOKEN)
+        self.config.grant == Grant::ClientCredentials || credential.has_key(REFRESH_TOKEN)
     }
 
     async fn refresh(&self, credential: &CredentialObject) -> Result<CredentialObject> {
-        let id = credential.id().as_str();
-        let ctx = RefreshContext {
-            id,
-            provider: &self.config.provider_id,
-        };
-        let Some(stored) = credential.get_key(REFRESH_TOKEN) else {
-            return Err(ctx.no_refresh_token());
-        };
-        // EXPOSE: the refresh token is the grant's form field; oauth2's RefreshToken
-        // redacts it in Debug.
-        let refresh_token = RefreshToken::new(stored.expose_secret().to_string());
-        let started = self.clock.now();
-        let timer = Instant::now();
-        tracing::debug!(
-            target: "hive_cred::oauth",
-            id,
-            provider = %self.config.provider_id,
-            host = self.urls.token.host_str().unwrap_or(""),
-            "refreshing credential"
-        );
-
-        let mut request = self.client.exchange_refresh_token(&refresh_token);
-        for scope in &self.config.scopes {
-            request = request.add_scope(Scope::new(scope.clone()));
-        }
-        for (name, value) in &self.config.extra_params {
-            request = request.add_extra_param(name.as_str(), value.as_str());
-        }
-        let observed = Mutex::new(Observed::default());
-        let http = TokenHttp {
-            transport: &self.transport,
-            now: started,
-            observed: &observed,
-        };
-        let result = request.request_async(&http).await;
-        let observed = observed.into_inner().unwrap_or_else(|p| p.into_inner());
-        let elapsed_ms = timer.elapsed().as_millis() as u64;
-
-        let answer = match result {
-            Ok(answer) => answer,
-            Err(err) => {
-                let e = ctx.request_error(err, &observed);
-                tracing::debug!(
-                    target: "hive_cred::oauth",
-                    id,
-                    provider = %self.config.provider_id,
-                    kind = %e.kind(),
-                    status = observed.status,
-                    elapsed_ms,
-                    "token request failed"
-                );
-                return Err(e);
+        match self.config.grant {
+            Grant::ClientCredentials => {
+                self.token_request(credential, TokenGrant::ClientCredentials)
+                    .await
             }
-        };
-        let (fresh, rotated) = self.apply_answer(credential, &answer, started)?;
-        tracing::debug!(
-            target: "hive_cred::oauth",
-            id,
-            provider = %self.config.provider_id,
-            rotated,
-            expires_in = answer.expires_in().map(|d| d.as_secs()),
-            elapsed_ms,
-            "token request succeeded"
-        );
-        Ok(fresh)
+            Grant::RefreshToken => {
+                let Some(stored) = credential.get_key(REFRESH_TOKEN) else {
+                    return Err(RefreshContext {
+                        id: credential.id().as_str(),
+                        provider: &self.config.provider_id,
+                    }
+                    .no_refresh_token());
+                };
+                // EXPOSE: the refresh token is the grant's form field; oauth2's
+                // RefreshToken redacts it in Debug.
+                let token = RefreshToken::new(stored.expose_secret().to_string());
+                self.token_request(credential, TokenGrant::Refresh(&token))
+                    .await
+            }
+        }
     }
 
     async fn validate(&self, credential: &CredentialObject) -> Result<bool> {

@@ -31,7 +31,7 @@ pub(crate) enum Lifetime {
 /// `Serialize` exists only because the oauth2 crate's `TokenResponse` trait requires it;
 /// the type is private and never serialized. Its Debug redacts the tokens (the oauth2
 /// secret types print `[redacted]`).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub(crate) struct TokenAnswer {
     access_token: AccessToken,
     #[serde(default, deserialize_with = "lenient_string")]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hive_cred_core::{Error, Result, SecretString};
 use serde::Deserialize;
 
-use crate::config::{AuthStyle, OAuth2Config};
+use crate::config::{AuthStyle, Grant, OAuth2Config};
 use crate::preset::Preset;
 
 /// A provider registration as read from a TOML or JSON file. It holds no secret: the
@@ -45,6 +45,9 @@ use crate::preset::Preset;
 /// | `timeout_secs` | request timeout | 30 |
 /// | `revocation_url`, `introspection_url`, `userinfo_url` | optional endpoints; override the preset's | the preset's |
 /// | `default_lifetime_secs` | lifetime assumed without `expires_in`; `0` = no expiry | 3600 |
+/// | `grant` | `refresh_token` or `client_credentials` (machine to machine) | `refresh_token` |
+/// | `authorization_url`, `device_authorization_url` | endpoints of the code and device flows; override the preset's | the preset's |
+/// | `issuer` | issuer identifier (RFC 8414); checked against `iss` in redirects | none |
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -86,6 +89,18 @@ pub struct OAuth2ProviderSpec {
     /// Lifetime assumed without `expires_in`, in seconds; `0` means no expiry.
     #[serde(default)]
     pub default_lifetime_secs: Option<u64>,
+    /// How expired access tokens are replaced.
+    #[serde(default)]
+    pub grant: Option<Grant>,
+    /// Authorization endpoint (overrides the preset's).
+    #[serde(default)]
+    pub authorization_url: Option<String>,
+    /// RFC 8628 device authorization endpoint (overrides the preset's).
+    #[serde(default)]
+    pub device_authorization_url: Option<String>,
+    /// Issuer identifier.
+    #[serde(default)]
+    pub issuer: Option<String>,
 }
 
 impl OAuth2ProviderSpec {
@@ -105,6 +120,10 @@ impl OAuth2ProviderSpec {
             introspection_url: None,
             userinfo_url: None,
             default_lifetime_secs: None,
+            grant: None,
+            authorization_url: None,
+            device_authorization_url: None,
+            issuer: None,
         }
     }
 
@@ -160,6 +179,18 @@ impl OAuth2ProviderSpec {
         }
         if let Some(secs) = self.default_lifetime_secs {
             config = config.with_default_lifetime((secs > 0).then(|| Duration::from_secs(secs)));
+        }
+        if let Some(grant) = self.grant {
+            config = config.with_grant(grant);
+        }
+        if let Some(url) = self.authorization_url {
+            config = config.with_authorization_url(url);
+        }
+        if let Some(url) = self.device_authorization_url {
+            config = config.with_device_authorization_url(url);
+        }
+        if let Some(issuer) = self.issuer {
+            config = config.with_issuer(issuer);
         }
         Ok(config)
     }
@@ -245,5 +276,37 @@ mod tests {
             r#"{"provider_id":"p","client_id":"c","client_secret":"x"}"#,
         );
         assert!(secret_field.is_err(), "the spec has no place for a secret");
+    }
+
+    #[test]
+    fn grant_and_flow_endpoints_from_toml() {
+        let spec: OAuth2ProviderSpec = toml::from_str(
+            r#"
+            provider_id = "m2m"
+            token_url = "https://a.example/token"
+            client_id = "svc"
+            grant = "client_credentials"
+            authorization_url = "https://a.example/authorize"
+            device_authorization_url = "https://a.example/device"
+            issuer = "https://a.example"
+            "#,
+        )
+        .unwrap();
+        let c = spec
+            .clone()
+            .into_config(Some(SecretString::from("s")))
+            .unwrap();
+        assert_eq!(c.grant(), Grant::ClientCredentials);
+        assert_eq!(c.authorization_url(), Some("https://a.example/authorize"));
+        assert_eq!(
+            c.device_authorization_url(),
+            Some("https://a.example/device")
+        );
+        assert_eq!(c.issuer(), Some("https://a.example"));
+        assert!(c.validate().is_ok());
+        // Client credentials without a secret cannot work.
+        let err = spec.into_config(None).unwrap().validate().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("client secret"), "{err}");
     }
 }

@@ -45,9 +45,9 @@ async fn revoke_with_basic_auth_sends_credentials_in_header() {
 
 #[tokio::test]
 async fn revoke_tolerates_unsupported_access_token_revocation() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|c| c.with_access_token_revocation(false)).await;
     let p = provider(&server, "/token/rotate", clock(), |c| {
-        c.with_revocation_url(server.url("/revoke-refresh-only"))
+        c.with_revocation_url(server.url("/revoke"))
     });
     p.revoke(&expired_credential("c", "test_oauth", "rt"))
         .await

@@ -74,9 +74,12 @@ async fn expired_credential_is_refreshed_on_get_and_persisted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_gets_make_one_token_request() {
     let server = TestServer::start().await;
-    let (store, storage, _clock) = store_with(&server, "/token/count").await;
+    // The rotating endpoint, slowed so that all hundred gets overlap the one refresh.
+    server.mock.set_delay(std::time::Duration::from_millis(50));
+    let (store, storage, _clock) = store_with(&server, "/token").await;
+    let seed = server.mock.current_refresh_token();
     storage
-        .save(&expired_credential("busy", "test_oauth", "rt-busy"))
+        .save(&expired_credential("busy", "test_oauth", reveal(&seed)))
         .await
         .unwrap();
 
@@ -88,18 +91,24 @@ async fn hundred_concurrent_gets_make_one_token_request() {
     let mut n = 0;
     while let Some(joined) = tasks.join_next().await {
         let got = joined.unwrap().unwrap();
-        assert_eq!(value(&got, "access_token"), "at-count-1");
+        let latest = server.mock.latest_access_token().expect("one grant");
+        assert_eq!(value(&got, "access_token"), reveal(&latest));
         n += 1;
     }
     assert_eq!(n, 100);
-    assert_eq!(server.hits("/token/count"), 1, "single flight");
+    assert_eq!(server.hits("/token"), 1, "single flight");
+    assert_eq!(server.mock.counts().grants, 1);
     let stored = storage
         .load(&CredentialId::new("busy").unwrap())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(stored.version(), 2);
-    assert_eq!(value(&stored, "refresh_token"), "rt-count-1");
+    assert_eq!(
+        value(&stored, "refresh_token"),
+        reveal(&server.mock.current_refresh_token()),
+        "the rotated refresh token is stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

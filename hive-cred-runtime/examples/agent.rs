@@ -3,7 +3,8 @@
 //! 1. an encrypted local store in a temporary directory (raw key generated in-process);
 //! 2. a GitHub-style OAuth2 credential whose access token has expired, and a
 //!    Brave-Search-style API key;
-//! 3. an OAuth2 token endpoint on 127.0.0.1 (a small axum server);
+//! 3. an OAuth2 token endpoint on 127.0.0.1 (hive-cred-oauth's `testkit` mock server,
+//!    which rotates refresh tokens and checks the client's credentials);
 //! 4. a two-node agent: node 1 needs the GitHub credential, which the runtime refreshes
 //!    before the node starts; node 2's tool output contains the API key, which reaches
 //!    the "LLM" only as `[hive:brave_search.api_key]`;
@@ -15,60 +16,16 @@
     reason = "an example shows what it does on stdout"
 )]
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::post;
-use axum::{Form, Json, Router};
 use chrono::{Duration, Utc};
 use hive_cred_core::{CredentialObject, CredentialType, ExposeSecret};
 use hive_cred_local::{KeySource, LocalStorage};
+use hive_cred_oauth::testkit::{MockConfig, MockTokenServer};
 use hive_cred_oauth::{AuthStyle, OAuth2Config, OAuth2Provider};
 use hive_cred_runtime::{AgentRuntime, NodeSpec, UnavailableCredentials};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The token endpoint's state: what it accepts and how often it was called.
-#[derive(Clone)]
-struct TokenEndpoint {
-    client_secret: Arc<str>,
-    refresh_token: Arc<str>,
-    calls: Arc<AtomicUsize>,
-}
-
-/// `POST /login/oauth/access_token` with the refresh-token grant, as GitHub answers it.
-async fn token(
-    State(ep): State<TokenEndpoint>,
-    Form(form): Form<HashMap<String, String>>,
-) -> impl IntoResponse {
-    let n = ep.calls.fetch_add(1, Ordering::SeqCst) + 1;
-    let field = |name: &str| form.get(name).map(String::as_str);
-    if field("grant_type") != Some("refresh_token")
-        || field("client_id") != Some("Iv1.hive-example")
-        || field("client_secret") != Some(&*ep.client_secret)
-        || field("refresh_token") != Some(&*ep.refresh_token)
-    {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": "invalid_grant" })),
-        );
-    }
-    (
-        StatusCode::OK,
-        Json(serde_json::json!({
-            "access_token": format!("gho_fresh_{n:04}_{}", random_hex()),
-            "token_type": "bearer",
-            "scope": "repo",
-            "expires_in": 28_800,
-            "refresh_token": format!("ghr_rotated_{}", random_hex()),
-            "refresh_token_expires_in": 15_811_200,
-        })),
-    )
-}
 
 fn random_hex() -> String {
     let bytes: [u8; 12] = rand::random();
@@ -106,30 +63,21 @@ async fn main() -> Result<(), BoxError> {
     println!("1. local encrypted store in {}", storage.dir().display());
 
     // 3. The token endpoint on loopback.
-    let client_secret: Arc<str> = format!("cs_{}", random_hex()).into();
-    let refresh_token: Arc<str> = format!("ghr_original_{}", random_hex()).into();
-    let endpoint = TokenEndpoint {
-        client_secret: client_secret.clone(),
-        refresh_token: refresh_token.clone(),
-        calls: Arc::new(AtomicUsize::new(0)),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = Router::new()
-        .route("/login/oauth/access_token", post(token))
-        .with_state(endpoint.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    println!("3. token endpoint on http://{addr}/login/oauth/access_token");
+    let client_secret = format!("cs_{}", random_hex());
+    let endpoint = MockTokenServer::start(
+        MockConfig::new()
+            .with_client("Iv1.hive-example", client_secret.clone())
+            .with_expires_in(Some(28_800))
+            .with_scope("repo"),
+    )
+    .await;
+    println!("3. token endpoint on {}", endpoint.token_url());
 
     // The runtime: the store, a GitHub-style OAuth2 provider against the local endpoint.
     let provider = OAuth2Provider::new(
-        OAuth2Config::new(
-            "github",
-            format!("http://{addr}/login/oauth/access_token"),
-            "Iv1.hive-example",
-        )
-        .with_client_secret(client_secret.to_string().into())
-        .with_auth_style(AuthStyle::RequestBody),
+        OAuth2Config::new("github", endpoint.token_url(), "Iv1.hive-example")
+            .with_client_secret(client_secret.into())
+            .with_auth_style(AuthStyle::RequestBody),
     )?;
     let runtime = AgentRuntime::builder()
         .storage(Arc::new(storage))
@@ -148,7 +96,8 @@ async fn main() -> Result<(), BoxError> {
         format!("gho_expired_{}", random_hex()),
         Some(Utc::now() - Duration::hours(1)),
     )?;
-    github.set_key("refresh_token", refresh_token.to_string(), None)?;
+    // The refresh token the endpoint issued earlier (a person connected the account once).
+    github.set_key("refresh_token", endpoint.current_refresh_token(), None)?;
     runtime.credential_store.save(github).await?;
     let mut brave = CredentialObject::new("brave_search", CredentialType::ApiKey)?;
     brave.set_key("api_key", format!("BSA{}", random_hex()), None)?;
@@ -227,14 +176,13 @@ async fn main() -> Result<(), BoxError> {
     // 5. The audit trail: who touched which credential, never a value.
     println!(
         "5. audit trail ({} token endpoint call(s)):",
-        endpoint.calls.load(Ordering::SeqCst)
+        endpoint.counts().arrivals
     );
     for record in runtime.audit_trail() {
         println!("   {record}");
     }
     // 6. Before exiting: nothing refreshed may be left only in memory.
     runtime.shutdown(std::time::Duration::from_secs(10)).await?;
-    server.abort();
     println!("done in {} ms", started.elapsed().as_millis());
     Ok(())
 }

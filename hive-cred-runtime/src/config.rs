@@ -135,7 +135,9 @@ impl SecretRef {
 /// Every field except `client_secret` is passed to `hive_cred_oauth::OAuth2ProviderSpec`
 /// (`provider_id`, `preset`, `tenant`, `token_url`, `client_id`, `auth_style`, `scopes`,
 /// `extra_params`, `timeout_secs`, `revocation_url`, `introspection_url`,
-/// `userinfo_url`, `default_lifetime_secs`); unknown fields are errors.
+/// `userinfo_url`, `default_lifetime_secs`, `grant` (`refresh_token` or
+/// `client_credentials`), `authorization_url`, `device_authorization_url`, `issuer`);
+/// unknown fields are errors.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[non_exhaustive]
 pub struct ProviderConfig {
