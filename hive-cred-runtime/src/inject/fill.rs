@@ -209,7 +209,11 @@ fn replace_handles(
         let v = value.expose_secret();
         match escape {
             Escape::None => out.push_str(v),
-            Escape::Url => out.extend(url::form_urlencoded::byte_serialize(v.as_bytes())),
+            // `%20`, not `+`, for spaces: right in a path as well as in a query.
+            Escape::Url => out.extend(
+                url::form_urlencoded::byte_serialize(v.as_bytes())
+                    .map(|part| if part == "+" { "%20" } else { part }),
+            ),
             Escape::Json => {
                 let quoted = Zeroizing::new(serde_json::Value::from(v).to_string());
                 out.push_str(&quoted[1..quoted.len() - 1]);
@@ -219,4 +223,26 @@ fn replace_handles(
     }
     out.push_str(&text[last..]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_escaped_for_where_they_go() {
+        let handles = [("gh".to_string(), "token".to_string())];
+        let values = [SecretString::from("a&b=\"c\" d/é")];
+        let text = "x={{hive:gh.token}}&y={{hive:other.key}}";
+        let fill = |e| replace_handles(text, (&handles, &values), e).to_string();
+        assert_eq!(
+            fill(Escape::Url),
+            "x=a%26b%3D%22c%22%20d%2F%C3%A9&y={{hive:other.key}}"
+        );
+        assert_eq!(
+            fill(Escape::Json),
+            "x=a&b=\\\"c\\\" d/é&y={{hive:other.key}}"
+        );
+        assert_eq!(fill(Escape::None), "x=a&b=\"c\" d/é&y={{hive:other.key}}");
+    }
 }
