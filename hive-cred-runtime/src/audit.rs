@@ -45,15 +45,21 @@ pub struct AuditRecord {
     /// The key, for key-level operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// `get`, `get_key`, `resolve`, `save`, `delete` or `refresh`.
+    /// `get`, `get_key`, `resolve`, `save`, `delete` or `refresh`; `inject` (the HTTP
+    /// client attached the credential, or refused to) and `canary` (a canary was used).
     pub operation: Cow<'static, str>,
-    /// `ok`, `stale` (old credential served after a failed refresh) or `error`.
+    /// `ok`, `stale` (old credential served after a failed refresh), `error`, or
+    /// `alert` (a canary credential was used).
     pub outcome: Cow<'static, str>,
     /// The error kind when `outcome` is `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<Cow<'static, str>>,
     /// How long the access took, in microseconds.
     pub duration_us: u64,
+    /// Where the credential was sent (`scheme://host:port/path`, no query), for uses by
+    /// the injecting HTTP client and canary alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 impl AuditRecord {
@@ -73,6 +79,30 @@ impl AuditRecord {
             outcome: Cow::Borrowed(outcome),
             error_kind,
             duration_us: u64::try_from(event.duration.as_micros()).unwrap_or(u64::MAX),
+            destination: None,
+        }
+    }
+
+    /// A record of a runtime-level use (injection, canary alert) that has no store event.
+    pub(crate) fn runtime_use(
+        time: DateTime<Utc>,
+        credential_id: &str,
+        key: Option<&str>,
+        operation: &'static str,
+        outcome: &'static str,
+        error_kind: Option<&'static str>,
+        destination: Option<&str>,
+    ) -> Self {
+        AuditRecord {
+            time,
+            node: current_node().map(|n| n.to_string()),
+            credential_id: credential_id.to_string(),
+            key: key.map(str::to_string),
+            operation: Cow::Borrowed(operation),
+            outcome: Cow::Borrowed(outcome),
+            error_kind: error_kind.map(Cow::Borrowed),
+            duration_us: 0,
+            destination: destination.map(str::to_string),
         }
     }
 }
@@ -89,6 +119,9 @@ impl fmt::Display for AuditRecord {
         )?;
         if let Some(key) = &self.key {
             write!(f, ".{key}")?;
+        }
+        if let Some(destination) = &self.destination {
+            write!(f, " to {destination}")?;
         }
         write!(f, " -> {}", self.outcome)?;
         if let Some(kind) = &self.error_kind {
@@ -285,8 +318,12 @@ impl AuditLog {
     /// Records one access (the [`AccessHook`] entry point).
     pub fn record(&self, event: &AccessEvent<'_>) {
         let node = current_node();
-        let record = AuditRecord::from_event(event, node.as_deref());
-        let failed = record.error_kind.is_some();
+        self.append(AuditRecord::from_event(event, node.as_deref()));
+    }
+
+    /// Records one finished record (tracing, memory, file).
+    pub(crate) fn append(&self, record: AuditRecord) {
+        let failed = record.error_kind.is_some() || record.outcome == "alert";
         if failed {
             tracing::warn!(
                 target: "hive_cred::audit",
@@ -296,6 +333,7 @@ impl AuditLog {
                 operation = &*record.operation,
                 outcome = &*record.outcome,
                 error_kind = record.error_kind.as_deref(),
+                destination = record.destination.as_deref(),
                 duration_us = record.duration_us,
                 "credential access"
             );
@@ -307,6 +345,7 @@ impl AuditLog {
                 key = record.key.as_deref(),
                 operation = &*record.operation,
                 outcome = &*record.outcome,
+                destination = record.destination.as_deref(),
                 duration_us = record.duration_us,
                 "credential access"
             );

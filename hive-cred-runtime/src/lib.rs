@@ -3,15 +3,24 @@
 
 mod audit;
 mod backend;
+mod canary;
 mod config;
 mod encoding;
+#[cfg(feature = "http")]
+mod inject;
 mod redact;
 mod runtime;
 
 pub use audit::{AuditLog, AuditRecord, DEFAULT_AUDIT_CAPACITY, current_node, with_node};
 pub use backend::{AUDIT_LOG_ENV, Backend, VAULT_ADDR_ENV, audit_log_path};
+pub use canary::{CANARY_TAG, CanaryAlert, CanaryMonitor};
 pub use config::{CONFIG_ENV, ProviderConfig, RuntimeConfig, SecretRef};
 pub use encoding::Encoding;
+#[cfg(feature = "http")]
+pub use inject::{
+    DEFAULT_MAX_REDIRECTS, Destination, DryRun, InjectingClient, InjectingClientBuilder,
+    ToolRequest, ToolResponse, UsageSpec, UsageSpecBuilder, UsageSpecs, opaque_handle,
+};
 pub use redact::{
     DEFAULT_MIN_SECRET_LEN, OVERLAY_MAX_VALUES, RETAINED_VALUES, RedactingMakeWriter,
     RedactingWriter, Redactor, RedactorBuilder, RedactorHandle, StreamRedactor, marker,
@@ -28,3 +37,6 @@ pub use hive_cred_local as local;
 pub use hive_cred_oauth as oauth;
 #[cfg(feature = "vault")]
 pub use hive_cred_vault as vault;
+/// The HTTP client the injecting client is built on (feature `http`).
+#[cfg(feature = "http")]
+pub use reqwest;

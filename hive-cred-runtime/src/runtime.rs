@@ -17,6 +17,7 @@ use hive_cred_core::{
 use tracing::Instrument as _;
 
 use crate::audit::{AuditLog, AuditRecord, with_node};
+use crate::canary::CanaryMonitor;
 use crate::config::RuntimeConfig;
 use crate::redact::{DEFAULT_MIN_SECRET_LEN, RedactingMakeWriter, Redactor, RedactorHandle};
 
@@ -194,6 +195,7 @@ impl NodeContext {
 struct ObservedStorage {
     inner: Arc<dyn CredentialStorage>,
     redactor: RedactorHandle,
+    canaries: CanaryMonitor,
 }
 
 impl fmt::Debug for ObservedStorage {
@@ -212,12 +214,14 @@ impl StorageLayer for ObservedStorage {
         let loaded = self.inner.load(id).await?;
         if let Some(c) = &loaded {
             self.redactor.observe(c);
+            self.canaries.observe(c);
         }
         Ok(loaded)
     }
     async fn save(&self, credential: &CredentialObject) -> Result<()> {
         // Observe first: a value must be redactable before anyone can read it back.
         self.redactor.observe(credential);
+        self.canaries.observe(credential);
         self.inner.save(credential).await
     }
 }
@@ -267,6 +271,7 @@ pub struct AgentRuntime {
     pub credential_store: CredentialStore,
     redactor: RedactorHandle,
     audit: Arc<AuditLog>,
+    canaries: CanaryMonitor,
     prestep_timeout: Option<Duration>,
 }
 
@@ -430,20 +435,27 @@ impl AgentRuntimeBuilder {
                 builder = builder.provider(p);
             }
         }
+        let audit = Arc::new(audit);
+        let clock: Arc<dyn Clock> = self
+            .clock
+            .unwrap_or_else(|| Arc::new(hive_cred_core::SystemClock));
+        let canaries = CanaryMonitor::build(Some(audit.clone()), clock);
         let observed: Arc<dyn CredentialStorage> = Arc::new(ObservedStorage {
             inner: storage,
             redactor: redactor.clone(),
+            canaries: canaries.clone(),
         });
-        let audit = Arc::new(audit);
         let builder = builder
             .storage(observed)
             .refresh_policy(policy)
             .lock_options(lock_options)
-            .access_hook(audit.clone());
+            .access_hook(audit.clone())
+            .access_hook(Arc::new(canaries.clone()));
         Ok(AgentRuntime {
             credential_store: builder.build()?,
             redactor,
             audit,
+            canaries,
             prestep_timeout: self.prestep_timeout,
         })
     }
@@ -537,6 +549,34 @@ impl AgentRuntime {
     /// The audit records in memory, oldest first.
     pub fn audit_trail(&self) -> Vec<AuditRecord> {
         self.audit.records()
+    }
+
+    /// The shared audit log (for the injecting HTTP client).
+    #[cfg_attr(
+        not(feature = "http"),
+        allow(dead_code, reason = "only the injecting client shares the log")
+    )]
+    pub(crate) fn audit_shared(&self) -> Arc<AuditLog> {
+        self.audit.clone()
+    }
+
+    /// The canary monitor: alerts on every use of a credential tagged
+    /// [`CANARY_TAG`](crate::CANARY_TAG).
+    pub fn canaries(&self) -> &CanaryMonitor {
+        &self.canaries
+    }
+
+    /// Loads every stored credential once (without refreshing, and without counting as
+    /// a use), so that the canary monitor and the redactor know every canary and its
+    /// value before anything reads it. Returns the number of canaries. Call it at start
+    /// when canaries are seeded; on a large Vault it costs one read per credential.
+    pub async fn arm_canaries(&self) -> Result<usize> {
+        let storage = self.credential_store.storage();
+        for id in storage.list().await? {
+            // The observed storage teaches the monitor and the redactor.
+            storage.load(&id).await?;
+        }
+        Ok(self.canaries.canary_ids().len())
     }
 
     /// Call before the agent process exits: saves the refreshed credentials that are
