@@ -54,6 +54,10 @@ pub struct AuditRecord {
     pub error_kind: Option<Cow<'static, str>>,
     /// How long the access took, in microseconds.
     pub duration_us: u64,
+    /// The end user whose view of the store made the access
+    /// (`CredentialStore::for_user`); absent for the unscoped store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 impl AuditRecord {
@@ -73,6 +77,7 @@ impl AuditRecord {
             outcome: Cow::Borrowed(outcome),
             error_kind,
             duration_us: u64::try_from(event.duration.as_micros()).unwrap_or(u64::MAX),
+            principal: event.principal.map(str::to_string),
         }
     }
 }
@@ -295,6 +300,7 @@ impl AuditLog {
                 key = record.key.as_deref(),
                 operation = &*record.operation,
                 outcome = &*record.outcome,
+                principal = record.principal.as_deref(),
                 error_kind = record.error_kind.as_deref(),
                 duration_us = record.duration_us,
                 "credential access"
@@ -307,6 +313,7 @@ impl AuditLog {
                 key = record.key.as_deref(),
                 operation = &*record.operation,
                 outcome = &*record.outcome,
+                principal = record.principal.as_deref(),
                 duration_us = record.duration_us,
                 "credential access"
             );

@@ -5,13 +5,22 @@ mod audit;
 mod backend;
 mod config;
 mod encoding;
+#[cfg(feature = "health")]
+mod health;
+mod preflight;
 mod redact;
 mod runtime;
+mod spec;
 
 pub use audit::{AuditLog, AuditRecord, DEFAULT_AUDIT_CAPACITY, current_node, with_node};
 pub use backend::{AUDIT_LOG_ENV, Backend, VAULT_ADDR_ENV, audit_log_path};
-pub use config::{CONFIG_ENV, ProviderConfig, RuntimeConfig, SecretRef};
+pub use config::{
+    AccountsConfig, CONFIG_ENV, HealthConfig, ProviderConfig, RuntimeConfig, SecretRef,
+};
 pub use encoding::Encoding;
+#[cfg(feature = "health")]
+pub use health::{HealthChecker, HealthReport, HealthStatus};
+pub use preflight::{CredentialCheck, CredentialState, Preflight};
 pub use redact::{
     DEFAULT_MIN_SECRET_LEN, OVERLAY_MAX_VALUES, RETAINED_VALUES, RedactingMakeWriter,
     RedactingWriter, Redactor, RedactorBuilder, RedactorHandle, StreamRedactor, marker,
@@ -19,6 +28,7 @@ pub use redact::{
 pub use runtime::{
     AgentRuntime, AgentRuntimeBuilder, EnvLookup, NodeContext, NodeSpec, UnavailableCredentials,
 };
+pub use spec::{AuthPlacement, CredentialSpec, HealthCheckSpec, IdentityField, SpecCatalogue};
 
 /// The crates this one wires together, re-exported so users name one version.
 pub use hive_cred_core as core;

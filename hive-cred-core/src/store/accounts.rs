@@ -126,7 +126,8 @@ impl CredentialStore {
     }
 
     /// The credential id of `provider`'s account: `alias` when given (`provider/alias`
-    /// accepted too), else its only account.
+    /// accepted too), else its only account, else its `default` account (the bare
+    /// `provider` id or an account stored with alias `default`).
     ///
     /// # Errors
     /// - `NotFound` with [`ActionRequired::CredentialMissing`] when it has none;
@@ -152,7 +153,10 @@ impl CredentialStore {
         match accounts.len() {
             0 => Err(self.actionable(provider, Error::not_found(provider))),
             1 => Ok(accounts[0].id().clone()),
-            _ => Err(account_selection_required(provider, &accounts)),
+            _ => match accounts.iter().find(|a| a.alias() == crate::DEFAULT_ALIAS) {
+                Some(default) => Ok(default.id().clone()),
+                None => Err(account_selection_required(provider, &accounts)),
+            },
         }
     }
 

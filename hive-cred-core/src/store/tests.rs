@@ -1713,11 +1713,11 @@ mod accounts_and_users {
         work.account_mut().unwrap().identity =
             CredentialIdentity::new().with_email("me@work.example");
         s.save(work).await.unwrap();
-        s.save(key("github", "p")).await.unwrap();
+        s.save(key("github.personal", "p")).await.unwrap();
         s.save(key("slack", "x")).await.unwrap();
         let accounts = s.list_accounts("github").await.unwrap();
         let aliases: Vec<&str> = accounts.iter().map(|a| a.alias()).collect();
-        assert_eq!(aliases, ["default", "work"]);
+        assert_eq!(aliases, ["personal", "work"]);
         let json = serde_json::to_string(&accounts).unwrap();
         assert!(!json.contains("canary-5f3b"), "{json}");
         assert!(json.contains("me@work.example"));
