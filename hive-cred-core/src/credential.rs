@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::account::CredentialAccount;
 use crate::error::{Error, Result};
 use crate::id::CredentialId;
 
@@ -253,6 +254,7 @@ pub struct CredentialObject {
     updated_at: DateTime<Utc>,
     last_refreshed: Option<DateTime<Utc>>,
     version: u64,
+    account: Option<CredentialAccount>,
 }
 
 impl CredentialObject {
@@ -276,6 +278,7 @@ impl CredentialObject {
             updated_at: now,
             last_refreshed: None,
             version: 0,
+            account: None,
         }
     }
 
@@ -292,6 +295,7 @@ impl CredentialObject {
             description: None,
             tags: Vec::new(),
             keys: Vec::new(),
+            account: None,
         }
     }
 
@@ -492,6 +496,24 @@ impl CredentialObject {
         self
     }
 
+    /// The account this credential is (provider, alias, identity, status), if it is one.
+    pub fn account(&self) -> Option<&CredentialAccount> {
+        self.account.as_ref()
+    }
+
+    /// Sets the account metadata, bumping `updated_at`.
+    pub fn set_account(&mut self, account: Option<CredentialAccount>) -> &mut Self {
+        self.account = account;
+        self.touch();
+        self
+    }
+
+    /// The account metadata, for in-place changes (status, identity). Does not bump
+    /// `updated_at`: a health check is not a change of the credential.
+    pub fn account_mut(&mut self) -> Option<&mut CredentialAccount> {
+        self.account.as_mut()
+    }
+
     /// The storage version this object was read at (`0` = never stored).
     pub fn version(&self) -> u64 {
         self.version
@@ -516,6 +538,7 @@ impl CredentialObject {
             updated_at: self.updated_at,
             last_refreshed: self.last_refreshed,
             version: self.version,
+            account: self.account.clone(),
             keys: self
                 .keys
                 .values()
@@ -578,7 +601,16 @@ impl CredentialObject {
             updated_at: metadata.updated_at,
             last_refreshed: metadata.last_refreshed,
             version: metadata.version,
+            account: metadata.account,
         }
+    }
+
+    /// A copy under another id (for storage views that map ids, such as per-user
+    /// namespaces); everything else, version included, is kept.
+    pub fn renamed(&self, id: CredentialId) -> CredentialObject {
+        let mut c = self.clone();
+        c.id = id;
+        c
     }
 
     /// Sets the timestamps (for backends restoring or importing records).
@@ -633,6 +665,7 @@ pub struct CredentialObjectBuilder {
     description: Option<String>,
     tags: Vec<String>,
     keys: Vec<KeyInput>,
+    account: Option<(String, Option<String>)>,
 }
 
 struct KeyInput(String, SecretString, Option<DateTime<Utc>>);
@@ -668,6 +701,12 @@ impl CredentialObjectBuilder {
         self
     }
 
+    /// Makes the credential account `alias` of `provider` (`None`: the default alias).
+    pub fn account(mut self, provider: impl Into<String>, alias: Option<&str>) -> Self {
+        self.account = Some((provider.into(), alias.map(str::to_owned)));
+        self
+    }
+
     /// A key.
     pub fn key(
         mut self,
@@ -687,6 +726,9 @@ impl CredentialObjectBuilder {
         obj.auto_refresh = self.auto_refresh;
         obj.description = self.description;
         obj.tags = self.tags;
+        if let Some((provider, alias)) = self.account {
+            obj.account = Some(CredentialAccount::new(&provider, alias.as_deref())?);
+        }
         for KeyInput(name, value, expires_at) in self.keys {
             obj.set_key(name, value, expires_at)?;
         }
@@ -749,6 +791,9 @@ pub struct CredentialMetadata {
     /// Storage version.
     #[serde(default)]
     pub version: u64,
+    /// The account (provider, alias, identity, status), if the credential is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<CredentialAccount>,
     /// The keys' non-secret metadata, by key name.
     pub keys: BTreeMap<String, KeyMetadata>,
 }

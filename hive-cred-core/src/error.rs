@@ -9,6 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::action::ActionRequired;
+
 /// `Result` with hive-cred's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -46,6 +48,12 @@ pub enum ErrorKind {
     Config,
     /// An unexpected failure that fits no other kind (local I/O errors, bugs).
     Unexpected,
+    /// A provider has several accounts and nothing chose one (see
+    /// [`ActionRequired::AccountSelectionRequired`]).
+    AccountSelectionRequired,
+    /// The credential comes from an authorisation flow the person has not run yet (see
+    /// [`ActionRequired::AuthorizationRequired`]).
+    AuthorizationRequired,
 }
 
 impl ErrorKind {
@@ -66,6 +74,8 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Config => "config",
             ErrorKind::Unexpected => "unexpected",
+            ErrorKind::AccountSelectionRequired => "account_selection_required",
+            ErrorKind::AuthorizationRequired => "authorization_required",
         }
     }
 
@@ -91,6 +101,7 @@ struct Inner {
     temporary: bool,
     retry_after: Option<Duration>,
     source: Option<Source>,
+    action: Option<ActionRequired>,
 }
 
 /// The error of every hive-cred operation.
@@ -124,6 +135,7 @@ impl Error {
                 temporary: kind.is_temporary_by_default(),
                 retry_after: None,
                 source: None,
+                action: None,
             }),
         }
     }
@@ -169,6 +181,34 @@ impl Error {
         let inner = self.inner_mut();
         inner.message = format!("{prefix}: {}", inner.message);
         self
+    }
+
+    /// Attaches what a person must do for the operation to succeed. It is part of the
+    /// error's [`tool_result`](Self::tool_result) and never holds a secret.
+    pub fn with_action(mut self, action: ActionRequired) -> Self {
+        self.inner_mut().action = Some(action);
+        self
+    }
+
+    /// What a person must do for the operation to succeed, when known.
+    pub fn action_required(&self) -> Option<&ActionRequired> {
+        self.inner.action.as_ref()
+    }
+
+    /// The error as a serializable tool result for an agent's model: kind, message,
+    /// whether retrying may help, and the [`ActionRequired`] if any. Holds no secret
+    /// (messages and context never do).
+    pub fn tool_result(&self) -> ToolError {
+        ToolError {
+            error: self.kind().as_str(),
+            message: match &self.inner.action {
+                Some(action) => action.message(),
+                None => self.to_string(),
+            },
+            temporary: self.is_temporary(),
+            retry_after_secs: self.inner.retry_after.map(|d| d.as_secs()),
+            action: self.inner.action.clone(),
+        }
     }
 
     /// The class of the error.
@@ -284,8 +324,31 @@ impl fmt::Debug for Error {
         if let Some(source) = &self.inner.source {
             d.field("source", &format_args!("{source}"));
         }
+        if let Some(action) = &self.inner.action {
+            d.field("action", action);
+        }
         d.finish()
     }
+}
+
+/// An [`Error`] in the form an agent hands its model as a tool result
+/// ([`Error::tool_result`]). Serializes to
+/// `{"error": "not_found", "message": "...", "temporary": false, "action": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ToolError {
+    /// The error kind ([`ErrorKind::as_str`]).
+    pub error: &'static str,
+    /// What went wrong, or (with an action) what to do.
+    pub message: String,
+    /// Whether retrying later may succeed.
+    pub temporary: bool,
+    /// Seconds to wait before retrying, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    /// What a person must do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionRequired>,
 }
 
 impl std::error::Error for Error {

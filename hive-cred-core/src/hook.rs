@@ -67,6 +67,9 @@ pub struct AccessEvent<'a> {
     pub outcome: AccessOutcome,
     /// How long it took.
     pub duration: Duration,
+    /// The end user whose view of the store was used ([`CredentialStore::for_user`](crate::CredentialStore::for_user)),
+    /// `None` for the unscoped store.
+    pub principal: Option<&'a str>,
 }
 
 impl<'a> AccessEvent<'a> {
@@ -86,7 +89,15 @@ impl<'a> AccessEvent<'a> {
             operation,
             outcome,
             duration,
+            principal: None,
         }
+    }
+
+    /// Sets the principal.
+    #[must_use]
+    pub fn with_principal(mut self, principal: Option<&'a str>) -> Self {
+        self.principal = principal;
+        self
     }
 }
 

@@ -129,6 +129,20 @@ pub trait CredentialStorage: Send + Sync + std::fmt::Debug {
                 .with_context("backend", self.backend_name()),
         )
     }
+
+    /// A view of this storage that holds only `principal`'s credentials, for backends
+    /// that scope natively (Vault: a path prefix per principal that a policy can
+    /// confine a token to). `principal` is already validated.
+    ///
+    /// # Behavior
+    /// - `None` (the default): [`CredentialStore::for_user`](crate::CredentialStore::for_user)
+    ///   namespaces ids inside this storage instead ([`ScopedStorage`](crate::ScopedStorage)).
+    /// - `Some(view)`: ids in the view are the principal's own; the view never reaches
+    ///   another principal's credentials.
+    fn scoped(&self, principal: &str) -> Option<std::sync::Arc<dyn CredentialStorage>> {
+        let _ = principal;
+        None
+    }
 }
 
 /// The base of every storage wrapper: a wrapper names the storage it wraps
@@ -205,6 +219,13 @@ pub trait StorageLayer: Send + Sync + std::fmt::Debug {
     async fn lock(&self, id: &CredentialId, options: &LockOptions) -> Result<CredentialLock> {
         self.inner().lock(id, options).await
     }
+
+    /// Deliberately not forwarded: the inner storage's native view would leave this
+    /// layer out of the chain. `None` makes the store namespace ids through the layer.
+    fn scoped(&self, principal: &str) -> Option<std::sync::Arc<dyn CredentialStorage>> {
+        let _ = principal;
+        None
+    }
 }
 
 /// Every layer is a storage. This impl lists every method of [`CredentialStorage`]
@@ -235,6 +256,9 @@ impl<L: StorageLayer> CredentialStorage for L {
     async fn lock(&self, id: &CredentialId, options: &LockOptions) -> Result<CredentialLock> {
         StorageLayer::lock(self, id, options).await
     }
+    fn scoped(&self, principal: &str) -> Option<std::sync::Arc<dyn CredentialStorage>> {
+        StorageLayer::scoped(self, principal)
+    }
 }
 
 /// An `Arc` of a storage forwards every method to it.
@@ -263,6 +287,9 @@ impl<T: CredentialStorage + ?Sized> CredentialStorage for std::sync::Arc<T> {
     }
     async fn lock(&self, id: &CredentialId, options: &LockOptions) -> Result<CredentialLock> {
         (**self).lock(id, options).await
+    }
+    fn scoped(&self, principal: &str) -> Option<std::sync::Arc<dyn CredentialStorage>> {
+        (**self).scoped(principal)
     }
 }
 

@@ -107,8 +107,17 @@ fn find_pair(s: &str, c: u8) -> Option<usize> {
     None
 }
 
+/// Whether `id` is a credential id or a `provider/alias` account address.
+fn valid_reference(id: &str) -> bool {
+    if id.contains('/') {
+        crate::account::canonical_id(id).is_ok()
+    } else {
+        id::validate(id).is_ok()
+    }
+}
+
 pub(crate) fn parse_placeholder(body: &str) -> Result<Segment<'_>> {
-    if !body.contains('.') && id::validate(body).is_ok() {
+    if !body.contains('.') && valid_reference(body) {
         return Ok(Segment::Placeholder {
             id: body,
             key: None,
@@ -117,7 +126,7 @@ pub(crate) fn parse_placeholder(body: &str) -> Result<Segment<'_>> {
     let Some((cid, key)) = body.rsplit_once('.') else {
         return Err(bad_placeholder(body));
     };
-    if id::validate(cid).is_err() || validate_key_name(key).is_err() {
+    if !valid_reference(cid) || validate_key_name(key).is_err() {
         return Err(bad_placeholder(body));
     }
     Ok(Segment::Placeholder {
@@ -221,7 +230,8 @@ mod tests {
             "{{",
             "x {{a.b",
             "{{}}",
-            "{{a/b.c}}",
+            "{{a/b/c.d}}",
+            "{{a/.c}}",
             "{{a.}}",
             "{{.a}}",
             "{{a b}}",
@@ -229,5 +239,8 @@ mod tests {
             let err = segs(bad).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{bad:?}");
         }
+        // `provider/alias` is an account address.
+        assert!(segs("{{a/b.c}}").is_ok());
+        assert!(segs("{{a/b}}").is_ok());
     }
 }

@@ -60,6 +60,10 @@ pub struct AuditRecord {
     /// the injecting HTTP client and canary alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// The end user whose view of the store made the access
+    /// (`CredentialStore::for_user`); absent for the unscoped store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 impl AuditRecord {
@@ -80,6 +84,7 @@ impl AuditRecord {
             error_kind,
             duration_us: u64::try_from(event.duration.as_micros()).unwrap_or(u64::MAX),
             destination: None,
+            principal: event.principal.map(str::to_string),
         }
     }
 
@@ -103,6 +108,7 @@ impl AuditRecord {
             error_kind: error_kind.map(Cow::Borrowed),
             duration_us: 0,
             destination: destination.map(str::to_string),
+            principal: None,
         }
     }
 }
@@ -332,6 +338,7 @@ impl AuditLog {
                 key = record.key.as_deref(),
                 operation = &*record.operation,
                 outcome = &*record.outcome,
+                principal = record.principal.as_deref(),
                 error_kind = record.error_kind.as_deref(),
                 destination = record.destination.as_deref(),
                 duration_us = record.duration_us,
@@ -346,6 +353,7 @@ impl AuditLog {
                 operation = &*record.operation,
                 outcome = &*record.outcome,
                 destination = record.destination.as_deref(),
+                principal = record.principal.as_deref(),
                 duration_us = record.duration_us,
                 "credential access"
             );

@@ -189,6 +189,68 @@ pub struct RuntimeConfig {
     /// When credentials are refreshed and how the cross-process refresh lock behaves.
     #[serde(default)]
     pub refresh: RefreshConfig,
+    /// Credential spec files (TOML or JSON) added to the starter catalogue.
+    #[serde(default)]
+    pub specs: Vec<PathBuf>,
+    /// Which account of a provider is used: defaults and per-node pins.
+    #[serde(default)]
+    pub accounts: AccountsConfig,
+    /// Health-check limits.
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// The `[accounts]` table: which account a provider with several is used through.
+///
+/// ```toml
+/// [accounts.default]
+/// github = "work"            # every node uses github/work unless pinned otherwise
+///
+/// [accounts.pins.triage]     # node `triage`
+/// github = "personal"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AccountsConfig {
+    /// The default alias per provider.
+    #[serde(default)]
+    pub default: std::collections::BTreeMap<String, String>,
+    /// Per node name: the alias per provider.
+    #[serde(default)]
+    pub pins: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+impl AccountsConfig {
+    /// The alias the config chooses for `provider` in `node`: the node's pin, else the
+    /// default.
+    pub fn alias_for(&self, node: &str, provider: &str) -> Option<&str> {
+        self.pins
+            .get(node)
+            .and_then(|p| p.get(provider))
+            .or_else(|| self.default.get(provider))
+            .map(String::as_str)
+    }
+}
+
+/// The `[health]` table.
+///
+/// ```toml
+/// [health]
+/// timeout_secs = 10
+/// cache_secs = 300
+/// concurrency = 4
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HealthConfig {
+    /// One probe's timeout, in seconds (default 10).
+    pub timeout_secs: Option<u64>,
+    /// How long a result is reused, in seconds (default 300).
+    pub cache_secs: Option<u64>,
+    /// Probes at once (default 4).
+    pub concurrency: Option<usize>,
 }
 
 /// The `[refresh]` table of the runtime config: every field optional, defaults as in

@@ -6,21 +6,30 @@ mod backend;
 mod canary;
 mod config;
 mod encoding;
+#[cfg(feature = "health")]
+mod health;
 #[cfg(feature = "http")]
 mod inject;
+mod preflight;
 mod redact;
 mod runtime;
+mod spec;
 
 pub use audit::{AuditLog, AuditRecord, DEFAULT_AUDIT_CAPACITY, current_node, with_node};
 pub use backend::{AUDIT_LOG_ENV, Backend, VAULT_ADDR_ENV, audit_log_path};
 pub use canary::{CANARY_TAG, CanaryAlert, CanaryMonitor};
-pub use config::{CONFIG_ENV, ProviderConfig, RuntimeConfig, SecretRef};
+pub use config::{
+    AccountsConfig, CONFIG_ENV, HealthConfig, ProviderConfig, RuntimeConfig, SecretRef,
+};
 pub use encoding::Encoding;
+#[cfg(feature = "health")]
+pub use health::{HealthChecker, HealthReport, HealthStatus};
 #[cfg(feature = "http")]
 pub use inject::{
     DEFAULT_MAX_REDIRECTS, Destination, DryRun, InjectingClient, InjectingClientBuilder,
     ToolRequest, ToolResponse, UsageSpec, UsageSpecBuilder, UsageSpecs, opaque_handle,
 };
+pub use preflight::{CredentialCheck, CredentialState, Preflight};
 pub use redact::{
     DEFAULT_MIN_SECRET_LEN, OVERLAY_MAX_VALUES, RETAINED_VALUES, RedactingMakeWriter,
     RedactingWriter, Redactor, RedactorBuilder, RedactorHandle, StreamRedactor, marker,
@@ -28,6 +37,7 @@ pub use redact::{
 pub use runtime::{
     AgentRuntime, AgentRuntimeBuilder, EnvLookup, NodeContext, NodeSpec, UnavailableCredentials,
 };
+pub use spec::{AuthPlacement, CredentialSpec, HealthCheckSpec, IdentityField, SpecCatalogue};
 
 /// The crates this one wires together, re-exported so users name one version.
 pub use hive_cred_core as core;

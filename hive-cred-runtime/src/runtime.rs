@@ -18,8 +18,9 @@ use tracing::Instrument as _;
 
 use crate::audit::{AuditLog, AuditRecord, with_node};
 use crate::canary::CanaryMonitor;
-use crate::config::RuntimeConfig;
+use crate::config::{AccountsConfig, RuntimeConfig};
 use crate::redact::{DEFAULT_MIN_SECRET_LEN, RedactingMakeWriter, Redactor, RedactorHandle};
+use crate::spec::SpecCatalogue;
 
 /// The environment lookup the builder uses for `{ env = ".." }` secret references.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -38,6 +39,13 @@ pub struct NodeSpec {
     pub name: String,
     /// The ids of the credentials it needs.
     pub credentials: Vec<String>,
+    /// Groups of credentials of which any one is enough (a tool served by either of
+    /// two providers).
+    pub alternatives: Vec<Vec<String>>,
+    /// The node's kind, matched against credential specs' `node_kinds`.
+    pub kind: Option<String>,
+    /// Pinned account alias per provider.
+    pub accounts: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeSpec {
@@ -45,8 +53,35 @@ impl NodeSpec {
     pub fn new(name: impl Into<String>) -> Self {
         NodeSpec {
             name: name.into(),
-            credentials: Vec::new(),
+            ..NodeSpec::default()
         }
+    }
+
+    /// Pins the account `alias` of `provider` for this node: where the node needs
+    /// `provider`, it gets `provider/alias`.
+    #[must_use]
+    pub fn account(mut self, provider: impl Into<String>, alias: impl Into<String>) -> Self {
+        self.accounts.insert(provider.into(), alias.into());
+        self
+    }
+
+    /// Declares a group of credentials of which any one is enough.
+    #[must_use]
+    pub fn any_of<I, S>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.alternatives
+            .push(ids.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets the node's kind.
+    #[must_use]
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
     }
 
     /// Declares one more credential.
@@ -273,6 +308,10 @@ pub struct AgentRuntime {
     audit: Arc<AuditLog>,
     canaries: CanaryMonitor,
     prestep_timeout: Option<Duration>,
+    specs: Arc<SpecCatalogue>,
+    accounts: Arc<AccountsConfig>,
+    #[cfg(feature = "health")]
+    health: Option<crate::health::HealthChecker>,
 }
 
 impl fmt::Debug for AgentRuntime {
@@ -299,6 +338,9 @@ pub struct AgentRuntimeBuilder {
     policy: RefreshPolicy,
     lock_options: LockOptions,
     clock: Option<Arc<dyn Clock>>,
+    specs: Option<SpecCatalogue>,
+    #[cfg(feature = "health")]
+    health: Option<crate::health::HealthChecker>,
 }
 
 impl Default for AgentRuntimeBuilder {
@@ -314,6 +356,9 @@ impl Default for AgentRuntimeBuilder {
             policy: RefreshPolicy::default(),
             lock_options: LockOptions::default(),
             clock: None,
+            specs: None,
+            #[cfg(feature = "health")]
+            health: None,
         }
     }
 }
@@ -409,6 +454,21 @@ impl AgentRuntimeBuilder {
         self
     }
 
+    /// The credential specs preflight and error messages use. Default: the starter
+    /// catalogue ([`SpecCatalogue::builtin`]) plus the config's `specs` files.
+    pub fn specs(mut self, specs: SpecCatalogue) -> Self {
+        self.specs = Some(specs);
+        self
+    }
+
+    /// The health checker preflight uses (feature `health`). Default: one built from
+    /// the config's `[health]` table when a config is given, else none.
+    #[cfg(feature = "health")]
+    pub fn health_checker(mut self, checker: crate::health::HealthChecker) -> Self {
+        self.health = Some(checker);
+        self
+    }
+
     /// Builds the runtime: resolves config client secrets (from the storage or the
     /// environment) and builds the providers. `Config` errors name what is wrong.
     pub async fn build(self) -> Result<AgentRuntime> {
@@ -416,6 +476,33 @@ impl AgentRuntimeBuilder {
             Error::config("AgentRuntime needs a storage: call .storage(...) on the builder")
         })?;
         let redactor = RedactorHandle::new(self.min_secret_len);
+        let mut specs = self.specs.unwrap_or_else(SpecCatalogue::builtin);
+        let accounts = self
+            .config
+            .as_ref()
+            .map(|c| c.accounts.clone())
+            .unwrap_or_default();
+        if let Some(config) = &self.config {
+            for path in &config.specs {
+                specs.add_file(path)?;
+            }
+        }
+        #[cfg(feature = "health")]
+        let health = self.health.or_else(|| {
+            self.config.as_ref().map(|c| {
+                let mut h = crate::health::HealthChecker::new();
+                if let Some(t) = c.health.timeout_secs {
+                    h = h.with_timeout(Duration::from_secs(t));
+                }
+                if let Some(t) = c.health.cache_secs {
+                    h = h.with_cache_ttl(Duration::from_secs(t));
+                }
+                if let Some(n) = c.health.concurrency {
+                    h = h.with_concurrency(n);
+                }
+                h
+            })
+        });
         let mut audit = self.audit.unwrap_or_default();
         let mut builder = self.store;
         let (mut policy, mut lock_options) = (self.policy, self.lock_options);
@@ -457,6 +544,10 @@ impl AgentRuntimeBuilder {
             audit,
             canaries,
             prestep_timeout: self.prestep_timeout,
+            specs: Arc::new(specs),
+            accounts: Arc::new(accounts),
+            #[cfg(feature = "health")]
+            health,
         })
     }
 }
@@ -539,6 +630,22 @@ impl AgentRuntime {
     /// Wraps a `tracing_subscriber` writer so log output is redacted.
     pub fn redacting_make_writer<M>(&self, make: M) -> RedactingMakeWriter<M> {
         RedactingMakeWriter::new(make, self.redactor.clone())
+    }
+
+    /// The credential specs (starter catalogue plus the user's files).
+    pub fn specs(&self) -> &SpecCatalogue {
+        &self.specs
+    }
+
+    /// The account defaults and pins of the config file.
+    pub fn accounts_config(&self) -> &AccountsConfig {
+        &self.accounts
+    }
+
+    /// The health checker, when one is set (feature `health`).
+    #[cfg(feature = "health")]
+    pub fn health_checker(&self) -> Option<&crate::health::HealthChecker> {
+        self.health.as_ref()
     }
 
     /// The audit log.
@@ -643,8 +750,22 @@ impl AgentRuntime {
     }
 
     async fn prestep(&self, spec: &NodeSpec, node: Arc<str>) -> Result<NodeContext> {
+        let pinned: Vec<String>;
         let mut ids: Vec<&str> = Vec::with_capacity(spec.credentials.len());
-        for id in &spec.credentials {
+        let refs: &[String] = if spec.accounts.is_empty()
+            && self.accounts.default.is_empty()
+            && self.accounts.pins.is_empty()
+        {
+            &spec.credentials
+        } else {
+            pinned = spec
+                .credentials
+                .iter()
+                .map(|id| self.pinned_reference(spec, id))
+                .collect();
+            &pinned
+        };
+        for id in refs {
             if !ids.contains(&id.as_str()) {
                 ids.push(id.as_str());
             }
@@ -691,7 +812,18 @@ impl AgentRuntime {
                     .with_context("id", id),
                 )),
                 Some(Ok(c)) => credentials.push(c),
-                Some(Err(e)) => failures.push((id.to_string(), e)),
+                Some(Err(e)) if e.kind() == ErrorKind::NotFound && !id.contains(['/', '.']) => {
+                    // A provider without a bare credential: its only account, or the
+                    // choice a person must make.
+                    match self.credential_store.select_account(id, None).await {
+                        Ok(account) => match store.get(account.as_str()).await {
+                            Ok(c) => credentials.push(c),
+                            Err(e) => failures.push((id.to_string(), self.with_spec_action(id, e, None))),
+                        },
+                        Err(e) => failures.push((id.to_string(), self.with_spec_action(id, e, None))),
+                    }
+                }
+                Some(Err(e)) => failures.push((id.to_string(), self.with_spec_action(id, e, None))),
                 None => failures.push((
                     id.to_string(),
                     Error::unavailable("fetching the credential did not finish within the pre-step timeout")

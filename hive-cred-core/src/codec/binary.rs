@@ -8,9 +8,13 @@
 //!
 //! ```text
 //! 0x01 (binary form, version 1)
-//! type:u8 flags:u8 (1 auto_refresh, 2 provider_id, 4 description, 8 last_refreshed)
+//! type:u8 flags:u8 (1 auto_refresh, 2 provider_id, 4 description, 8 last_refreshed,
+//!                   16 account)
 //! id:str [provider_id:str] [description:str] tags:u32 tag:str*
 //! created_at:time updated_at:time [last_refreshed:time] version:u64
+//! [account: provider:str alias:str status:u8 (0 unknown, 1 active, 2 failed)
+//!           has_checked:u8 [last_checked:time]
+//!           present:u8 (1 email, 2 username, 4 workspace, 8 account_id) field:str*]
 //! keys:u32 (name:str value:str has_expiry:u8 [expires_at:time] meta:u32 (k:str v:str)*)*
 //! ```
 //!
@@ -23,6 +27,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+use crate::account::{AccountStatus, CredentialAccount, CredentialIdentity};
 use crate::credential::{CredentialMetadata, CredentialObject, CredentialType, Metadata};
 use crate::error::{Error, Result};
 use crate::id::CredentialId;
@@ -34,7 +39,26 @@ const AUTO_REFRESH: u8 = 1;
 const HAS_PROVIDER: u8 = 2;
 const HAS_DESCRIPTION: u8 = 4;
 const HAS_LAST_REFRESHED: u8 = 8;
-const KNOWN_FLAGS: u8 = AUTO_REFRESH | HAS_PROVIDER | HAS_DESCRIPTION | HAS_LAST_REFRESHED;
+const HAS_ACCOUNT: u8 = 16;
+const KNOWN_FLAGS: u8 =
+    AUTO_REFRESH | HAS_PROVIDER | HAS_DESCRIPTION | HAS_LAST_REFRESHED | HAS_ACCOUNT;
+
+fn status_code(s: AccountStatus) -> u8 {
+    match s {
+        AccountStatus::Active => 1,
+        AccountStatus::Failed => 2,
+        _ => 0,
+    }
+}
+
+fn status_of(code: u8) -> Option<AccountStatus> {
+    Some(match code {
+        0 => AccountStatus::Unknown,
+        1 => AccountStatus::Active,
+        2 => AccountStatus::Failed,
+        _ => return None,
+    })
+}
 
 fn type_code(t: CredentialType) -> u8 {
     match t {
@@ -106,6 +130,7 @@ fn encode_into(c: &CredentialObject, out: &mut impl Sink) -> Result<()> {
         (c.provider_id().is_some(), HAS_PROVIDER),
         (c.description().is_some(), HAS_DESCRIPTION),
         (c.last_refreshed().is_some(), HAS_LAST_REFRESHED),
+        (c.account().is_some(), HAS_ACCOUNT),
     ] {
         if set {
             flags |= flag;
@@ -126,6 +151,9 @@ fn encode_into(c: &CredentialObject, out: &mut impl Sink) -> Result<()> {
         put_time(out, t);
     }
     out.put(&c.version().to_le_bytes());
+    if let Some(a) = c.account() {
+        put_account(out, a)?;
+    }
     put_count(out, c.keys().len())?;
     for key in c.keys() {
         put_str(out, key.name())?;
@@ -144,6 +172,61 @@ fn encode_into(c: &CredentialObject, out: &mut impl Sink) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn put_account(out: &mut impl Sink, a: &CredentialAccount) -> Result<()> {
+    put_str(out, &a.provider)?;
+    put_str(out, &a.alias)?;
+    out.put(&[status_code(a.status)]);
+    match a.last_checked {
+        Some(t) => {
+            out.put(&[1]);
+            put_time(out, t);
+        }
+        None => out.put(&[0]),
+    }
+    let who = &a.identity;
+    let fields = [&who.email, &who.username, &who.workspace, &who.account_id];
+    let mut present = 0u8;
+    for (i, f) in fields.iter().enumerate() {
+        if f.is_some() {
+            present |= 1 << i;
+        }
+    }
+    out.put(&[present]);
+    for f in fields.into_iter().flatten() {
+        put_str(out, f)?;
+    }
+    Ok(())
+}
+
+fn read_account(r: &mut Reader<'_>) -> Option<CredentialAccount> {
+    let provider = r.str()?;
+    let alias = r.str()?;
+    let mut account = CredentialAccount::new(provider, Some(alias)).ok()?;
+    account.status = status_of(r.u8()?)?;
+    account.last_checked = match r.u8()? {
+        0 => None,
+        1 => Some(r.time()?),
+        _ => return None,
+    };
+    let present = r.u8()?;
+    if present & !0x0f != 0 {
+        return None;
+    }
+    let mut field = |bit: u8| -> Option<Option<String>> {
+        if present & bit != 0 {
+            Some(Some(r.string()?))
+        } else {
+            Some(None)
+        }
+    };
+    let mut who = CredentialIdentity::new();
+    who.email = field(1)?;
+    who.username = field(2)?;
+    who.workspace = field(4)?;
+    who.account_id = field(8)?;
+    Some(account.with_identity(who))
 }
 
 /// Encodes `credential`, values included, in the binary form.
@@ -261,6 +344,11 @@ pub(super) fn decode(bytes: &[u8]) -> Result<CredentialObject> {
                 None
             },
             version: r.u64()?,
+            account: if flags & HAS_ACCOUNT != 0 {
+                Some(read_account(&mut r)?)
+            } else {
+                None
+            },
             keys: BTreeMap::new(),
         })
     })()

@@ -85,6 +85,18 @@ mod tests {
         c.set_key("refresh_token", "r", None).unwrap();
         c.set_last_refreshed(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap());
         c.set_version(3);
+        let mut account = crate::CredentialAccount::new("github", Some("work"))
+            .unwrap()
+            .with_identity(
+                crate::CredentialIdentity::new()
+                    .with_username("octo")
+                    .with_account_id("42"),
+            );
+        account.record_check(
+            crate::AccountStatus::Failed,
+            Utc.with_ymd_and_hms(2030, 6, 1, 0, 0, 0).unwrap(),
+        );
+        c.set_account(Some(account));
         c
     }
 
@@ -95,6 +107,7 @@ mod tests {
         assert_eq!(bytes[0], binary::MARKER);
         let back = from_stored(&bytes).unwrap();
         assert_eq!(back.metadata(), c.metadata());
+        assert_eq!(back.account().unwrap().identity.label(), Some("octo"));
         assert_eq!(
             back.get_key("access_token").unwrap().expose_secret(), // EXPOSE: the test compares the secret value.
             c.get_key("access_token").unwrap().expose_secret()

@@ -283,6 +283,7 @@ impl CredentialStoreBuilder {
                 unsaved: Mutex::new(HashMap::new()),
                 flight_seq: std::sync::atomic::AtomicU64::new(0),
                 generation: std::sync::atomic::AtomicU64::new(0),
+                principal: None,
             }),
         })
     }

@@ -7,6 +7,7 @@
 //!   memory when storage fails after a refresh;
 //! - [`resolve`]: `{{id.key}}` templates.
 
+mod accounts;
 mod builder;
 mod refresh;
 mod resolve;
@@ -22,6 +23,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use secrecy::SecretString;
 
+pub use accounts::hive_env_var;
 pub use builder::{CredentialStoreBuilder, LEASE_MARGIN, RefreshPolicy};
 pub use refresh::UnsavedRefresh;
 
@@ -67,6 +69,8 @@ struct Inner {
     /// Bumped by every save and delete; a fetch that started before a write does not
     /// overwrite the cache with what it read.
     generation: AtomicU64,
+    /// The end user this view is scoped to ([`CredentialStore::for_user`]).
+    principal: Option<Arc<str>>,
 }
 
 /// The front door to credentials: a cache over a [`CredentialStorage`], refresh through
@@ -183,6 +187,7 @@ impl CredentialStore {
     /// Gets a credential, refreshing it first when it has `auto_refresh` and needs it.
     /// `NotFound` when absent; `InvalidInput` for a malformed id.
     pub async fn get(&self, id: &str) -> Result<Arc<CredentialObject>> {
+        let id = &*crate::account::canonical_id(id)?;
         let hooks = !self.inner.hooks.is_empty();
         let started = hooks.then(Instant::now);
         if let Some(hit) = self.cached(id) {
@@ -195,12 +200,13 @@ impl CredentialStore {
         let started = started.unwrap_or_else(Instant::now);
         let result = self.fetch(id, false).await;
         self.finish(id, None, AccessOperation::Get, &result, started);
-        result.map(|(c, _)| c)
+        result.map(|(c, _)| c).map_err(|e| self.actionable(id, e))
     }
 
     /// Gets the value of one key. `KeyNotFound` when the credential has no such key,
     /// `Expired` when the key has expired (and refresh, if any, did not help).
     pub async fn get_key(&self, id: &str, key: &str) -> Result<SecretString> {
+        let id = &*crate::account::canonical_id(id)?;
         let started = Instant::now();
         let result = self.key_value(id, key).await;
         let outcome = match &result {
@@ -208,7 +214,7 @@ impl CredentialStore {
             Err(e) => AccessOutcome::Error(e.kind()),
         };
         self.emit(id, Some(key), AccessOperation::GetKey, outcome, started);
-        result
+        result.map_err(|e| self.actionable(id, e))
     }
 
     async fn key_value(&self, id: &str, key: &str) -> Result<SecretString> {
@@ -228,10 +234,11 @@ impl CredentialStore {
     /// Refreshes a credential now, whether or not it needs it (it must have a
     /// `provider_id` with a registered provider). Joins a refresh already in flight.
     pub async fn refresh(&self, id: &str) -> Result<Arc<CredentialObject>> {
+        let id = &*crate::account::canonical_id(id)?;
         let started = Instant::now();
         let result = self.fetch(id, true).await;
         self.finish(id, None, AccessOperation::Refresh, &result, started);
-        result.map(|(c, _)| c)
+        result.map(|(c, _)| c).map_err(|e| self.actionable(id, e))
     }
 
     /// Saves a credential (check-and-set on its version, see [`CredentialStorage`]) and
@@ -302,6 +309,7 @@ impl CredentialStore {
     /// Deletes a credential; `Ok(false)` when it did not exist. A refreshed copy still
     /// waiting to be saved is dropped with it.
     pub async fn delete(&self, id: &str) -> Result<bool> {
+        let id = &*crate::account::canonical_id(id)?;
         let started = Instant::now();
         let cid = CredentialId::new(id)?;
         self.bump_generation();
@@ -496,14 +504,17 @@ impl CredentialStore {
 
     fn emit_refresh(&self, id: &CredentialId, outcome: AccessOutcome, elapsed: Duration) {
         for h in &self.inner.hooks {
-            h.on_access(&AccessEvent::new(
-                self.inner.clock.now(),
-                id.as_str(),
-                None,
-                AccessOperation::Refresh,
-                outcome,
-                elapsed,
-            ));
+            h.on_access(
+                &AccessEvent::new(
+                    self.inner.clock.now(),
+                    id.as_str(),
+                    None,
+                    AccessOperation::Refresh,
+                    outcome,
+                    elapsed,
+                )
+                .with_principal(self.inner.principal.as_deref()),
+            );
         }
     }
 
@@ -525,7 +536,8 @@ impl CredentialStore {
             op,
             outcome,
             started.elapsed(),
-        );
+        )
+        .with_principal(self.inner.principal.as_deref());
         for h in &self.inner.hooks {
             h.on_access(&event);
         }

@@ -83,11 +83,15 @@ impl CredentialStore {
             Some(k) => format!("{id}.{k}"),
             None => id.to_string(),
         };
+        let id = &*crate::account::canonical_id(id).map_err(|_| bad_placeholder(&body()))?;
         let cred = match self.cached(id) {
             Some(c) => c,
             None => {
                 parse_placeholder(&body())?;
-                self.fetch(id, false).await?.0
+                self.fetch(id, false)
+                    .await
+                    .map_err(|e| self.actionable(id, e))?
+                    .0
             }
         };
         let value = match key {

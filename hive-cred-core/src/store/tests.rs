@@ -1656,3 +1656,169 @@ async fn a_bare_placeholder_takes_the_default_key() {
     assert_eq!(f.storage.clear().unwrap(), 3);
     assert!(f.storage.list().await.unwrap().is_empty());
 }
+
+mod accounts_and_users {
+    use super::super::CredentialStore;
+    use crate::{
+        AccessEvent, AccessHook, AccountStatus, ActionRequired, CredentialIdentity,
+        CredentialObject, CredentialType, ErrorKind, ExposeSecret, MemoryStorage,
+    };
+    use std::sync::{Arc, Mutex};
+
+    fn store() -> CredentialStore {
+        CredentialStore::builder()
+            .storage(Arc::new(MemoryStorage::new()))
+            .build()
+            .unwrap()
+    }
+
+    fn key(id: &str, value: &str) -> CredentialObject {
+        let mut c = CredentialObject::new(id, CredentialType::ApiKey).unwrap();
+        c.set_key("api_key", value, None).unwrap();
+        c
+    }
+
+    #[tokio::test]
+    async fn provider_alias_addresses_work_in_get_get_key_and_templates() {
+        let s = store();
+        s.save(key("github", "personal-token")).await.unwrap();
+        s.save(key("github.work", "work-token")).await.unwrap();
+        assert_eq!(
+            s.get("github/work").await.unwrap().id().as_str(),
+            "github.work"
+        );
+        assert_eq!(
+            s.get("github/default").await.unwrap().id().as_str(),
+            "github"
+        );
+        let v = s.get_key("github/work", "api_key").await.unwrap();
+        assert_eq!(v.expose_secret(), "work-token"); // EXPOSE: the test compares the value.
+        let t = s
+            .resolve("a={{github/work.api_key}} b={{github/default}}")
+            .await
+            .unwrap();
+        assert_eq!(t.expose_secret(), "a=work-token b=personal-token"); // EXPOSE: the test compares the value.
+        let bad = s.get("github/wo rk").await.unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[tokio::test]
+    async fn accounts_are_listed_without_values_and_selection_needs_a_choice() {
+        let s = store();
+        let mut work = CredentialObject::builder("gh_w", CredentialType::ApiKey)
+            .account("github", Some("work"))
+            .key("api_key", "canary-5f3b-accounts", None)
+            .build()
+            .unwrap();
+        work.account_mut().unwrap().identity =
+            CredentialIdentity::new().with_email("me@work.example");
+        s.save(work).await.unwrap();
+        s.save(key("github.personal", "p")).await.unwrap();
+        s.save(key("slack", "x")).await.unwrap();
+        let accounts = s.list_accounts("github").await.unwrap();
+        let aliases: Vec<&str> = accounts.iter().map(|a| a.alias()).collect();
+        assert_eq!(aliases, ["personal", "work"]);
+        let json = serde_json::to_string(&accounts).unwrap();
+        assert!(!json.contains("canary-5f3b"), "{json}");
+        assert!(json.contains("me@work.example"));
+
+        let err = s.select_account("github", None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AccountSelectionRequired);
+        let Some(ActionRequired::AccountSelectionRequired { accounts, .. }) = err.action_required()
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(accounts[1].identity.as_deref(), Some("me@work.example"));
+        let tool = serde_json::to_value(err.tool_result()).unwrap();
+        assert_eq!(tool["action"]["action"], "account_selection_required");
+        assert!(!tool.to_string().contains("canary-5f3b"));
+
+        assert_eq!(
+            s.select_account("github", Some("github/work"))
+                .await
+                .unwrap()
+                .as_str(),
+            "github.work"
+        );
+        assert_eq!(
+            s.select_account("slack", None).await.unwrap().as_str(),
+            "slack"
+        );
+        let missing = s.select_account("notion", None).await.unwrap_err();
+        assert!(
+            matches!(missing.action_required(), Some(ActionRequired::CredentialMissing { env_var: Some(v), .. }) if v == "NOTION_API_KEY")
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_carry_an_action() {
+        let s = store();
+        let err = s.get("brave_search").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        let tool = serde_json::to_value(err.tool_result()).unwrap();
+        assert_eq!(tool["action"]["action"], "credential_missing");
+        assert_eq!(tool["action"]["env_var"], "BRAVE_SEARCH_API_KEY");
+        let err = s.resolve("{{brave_search.api_key}}").await.unwrap_err();
+        assert!(err.action_required().is_some());
+    }
+
+    #[tokio::test]
+    async fn record_check_keeps_the_credential_and_stores_status() {
+        let s = store();
+        s.save(key("github.work", "v")).await.unwrap();
+        s.record_check(
+            "github/work",
+            AccountStatus::Failed,
+            Some(CredentialIdentity::new().with_username("octo")),
+        )
+        .await
+        .unwrap();
+        let c = s.get("github.work").await.unwrap();
+        let a = c.account().unwrap();
+        assert_eq!((a.provider.as_str(), a.alias.as_str()), ("github", "work"));
+        assert_eq!(a.status, AccountStatus::Failed);
+        assert!(a.last_checked.is_some());
+        assert_eq!(a.identity.label(), Some("octo"));
+        assert!(c.has_key("api_key"));
+    }
+
+    #[derive(Debug, Default)]
+    struct Principals(Mutex<Vec<Option<String>>>);
+    impl AccessHook for Principals {
+        fn on_access(&self, e: &AccessEvent<'_>) {
+            self.0.lock().unwrap().push(e.principal.map(str::to_owned));
+        }
+    }
+
+    #[tokio::test]
+    async fn user_views_are_isolated_and_audited() {
+        let storage = Arc::new(MemoryStorage::new());
+        let hook = Arc::new(Principals::default());
+        let s = CredentialStore::builder()
+            .storage(storage.clone())
+            .access_hook(hook.clone())
+            .build()
+            .unwrap();
+        let alice = s.for_user("alice").unwrap();
+        let bob = s.for_user("bob").unwrap();
+        alice.save(key("github", "alice-token")).await.unwrap();
+        bob.save(key("github", "bob-token")).await.unwrap();
+        let a = alice.get_key("github", "api_key").await.unwrap();
+        assert_eq!(a.expose_secret(), "alice-token"); // EXPOSE: the test compares the value.
+        let b = bob.get_key("github", "api_key").await.unwrap();
+        assert_eq!(b.expose_secret(), "bob-token"); // EXPOSE: the test compares the value.
+        assert_eq!(alice.list().await.unwrap().len(), 1);
+        assert_eq!(
+            s.get("github").await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        // No id given to a view reaches another principal's namespace.
+        assert!(alice.get("user.bob.github").await.is_err());
+        assert_eq!(alice.principal(), Some("alice"));
+        assert!(alice.for_user("bob").is_err());
+        assert!(s.for_user("../bob").is_err());
+        let seen = hook.0.lock().unwrap().clone();
+        assert!(seen.contains(&Some("alice".into())) && seen.contains(&Some("bob".into())));
+        assert!(seen.contains(&None));
+    }
+}
