@@ -199,8 +199,8 @@ impl InjectingClient {
     /// A request; name its usage spec with [`ToolRequest::usage`].
     pub fn request(&self, method: Method, url: &str) -> ToolRequest {
         // reqwest moves userinfo into an Authorization header; look before it does.
-        let userinfo =
-            Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
+        let userinfo = url.contains('@')
+            && Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
         ToolRequest {
             builder: self.client.request(method, url),
             shared: self.shared.clone(),
