@@ -47,7 +47,7 @@ pub(super) struct Shared {
 ///
 /// # Behavior
 /// - **Destination binding**: fills the spec's header, query and JSON body templates
-///   only when the request's URL is one of the spec's [`Destination`]s
+///   only when the request's URL is one of the spec's [`Destination`](crate::Destination)s
 ///   (exact scheme, host, port, path prefix). Otherwise it sends nothing and fails
 ///   with `PermissionDenied` naming the credential, the destination and why, and writes
 ///   an audit record (operation `inject`, outcome `error`, with the destination).
