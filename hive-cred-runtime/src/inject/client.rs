@@ -47,7 +47,7 @@ pub(super) struct Shared {
 ///
 /// # Behavior
 /// - **Destination binding**: fills the spec's header, query and JSON body templates
-///   only when the request's URL is one of the spec's [`Destination`]s
+///   only when the request's URL is one of the spec's [`Destination`](crate::Destination)s
 ///   (exact scheme, host, port, path prefix). Otherwise it sends nothing and fails
 ///   with `PermissionDenied` naming the credential, the destination and why, and writes
 ///   an audit record (operation `inject`, outcome `error`, with the destination).
@@ -199,8 +199,8 @@ impl InjectingClient {
     /// A request; name its usage spec with [`ToolRequest::usage`].
     pub fn request(&self, method: Method, url: &str) -> ToolRequest {
         // reqwest moves userinfo into an Authorization header; look before it does.
-        let userinfo =
-            Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
+        let userinfo = url.contains('@')
+            && Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
         ToolRequest {
             builder: self.client.request(method, url),
             shared: self.shared.clone(),
