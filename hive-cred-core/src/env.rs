@@ -230,8 +230,10 @@ impl CredentialStorage for EnvStorage {
                     c.set_key(m.key.clone(), v, None)?;
                 }
             }
-            let empty = c.keys().len() == 0;
-            return Ok((!empty).then_some(c));
+            if c.keys().len() > 0 {
+                return Ok(Some(c));
+            }
+            // No mapped variable is set: the conventions below still apply.
         }
         let mut keys = self.convention_keys(id);
         if keys.is_empty() && self.hive_convention {
@@ -379,6 +381,19 @@ mod tests {
             ErrorKind::Unsupported
         );
         assert!(s.clone_debug().contains("BRAVE_SEARCH_API_KEY"));
+    }
+
+    #[tokio::test]
+    async fn an_unset_mapping_falls_back_to_the_conventions() {
+        let s = env(&[("HIVE_CRED_GITHUB__API_KEY", "from-hive-cred")])
+            .with_mapping("github", "api_key", "GITHUB_TOKEN", CredentialType::ApiKey)
+            .unwrap();
+        let c = s.load(&"github".parse().unwrap()).await.unwrap().unwrap();
+        assert!(c.has_key("api_key"));
+        let s = env(&[("GITHUB_API_KEY", "hive-convention")])
+            .with_mapping("github", "api_key", "GITHUB_TOKEN", CredentialType::ApiKey)
+            .unwrap();
+        assert!(s.load(&"github".parse().unwrap()).await.unwrap().is_some());
     }
 
     #[test]

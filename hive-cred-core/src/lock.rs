@@ -99,7 +99,14 @@ impl CredentialLock {
         }
     }
 
-    /// The locked credential.
+    /// The same lock reported under another id (for storage views that map ids: the
+    /// lock secret of a per-user view is named in the backend's terms).
+    pub fn renamed(mut self, id: CredentialId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The locked credential's id.
     pub fn id(&self) -> &CredentialId {
         &self.id
     }

@@ -341,6 +341,8 @@ pub struct AgentRuntimeBuilder {
     specs: Option<SpecCatalogue>,
     #[cfg(feature = "health")]
     health: Option<crate::health::HealthChecker>,
+    #[cfg(feature = "health")]
+    no_health: bool,
 }
 
 impl Default for AgentRuntimeBuilder {
@@ -359,6 +361,8 @@ impl Default for AgentRuntimeBuilder {
             specs: None,
             #[cfg(feature = "health")]
             health: None,
+            #[cfg(feature = "health")]
+            no_health: false,
         }
     }
 }
@@ -469,6 +473,13 @@ impl AgentRuntimeBuilder {
         self
     }
 
+    /// No health checks, even with a config (offline preflight).
+    #[cfg(feature = "health")]
+    pub fn without_health_checks(mut self) -> Self {
+        self.no_health = true;
+        self
+    }
+
     /// Builds the runtime: resolves config client secrets (from the storage or the
     /// environment) and builds the providers. `Config` errors name what is wrong.
     pub async fn build(self) -> Result<AgentRuntime> {
@@ -488,7 +499,10 @@ impl AgentRuntimeBuilder {
             }
         }
         #[cfg(feature = "health")]
-        let health = self.health.or_else(|| {
+        let health = if self.no_health { None } else { self.health }.or_else(|| {
+            if self.no_health {
+                return None;
+            }
             self.config.as_ref().map(|c| {
                 let mut h = crate::health::HealthChecker::new();
                 if let Some(t) = c.health.timeout_secs {

@@ -401,6 +401,35 @@ impl SpecCatalogue {
         Ok(())
     }
 
+    /// `env` with a mapping for every spec that names an `env_var`: the variable fills
+    /// the spec's first required key. The storage's own conventions
+    /// (`HIVE_CRED_{ID}__{KEY}`, Hive's `{ID}_API_KEY`) still apply when the variable is
+    /// unset.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> hive_cred_core::Result<()> {
+    /// use std::collections::HashMap;
+    /// use hive_cred_core::{CredentialId, CredentialStorage, EnvStorage};
+    /// use hive_cred_runtime::SpecCatalogue;
+    ///
+    /// let vars = HashMap::from([("GITHUB_TOKEN".to_string(), "ghp-1".to_string())]);
+    /// let env = SpecCatalogue::builtin().env_storage(EnvStorage::from_vars(vars))?;
+    /// let github = env.load(&CredentialId::new("github")?).await?.expect("from GITHUB_TOKEN");
+    /// assert!(github.has_key("api_key"));
+    /// # Ok(()) }
+    /// ```
+    pub fn env_storage(
+        &self,
+        mut env: hive_cred_core::EnvStorage,
+    ) -> Result<hive_cred_core::EnvStorage> {
+        for spec in self.specs.values() {
+            if let (Some(var), Some(key)) = (&spec.env_var, spec.required_keys.first()) {
+                env = env.with_mapping(&spec.id, key, var, spec.credential_type)?;
+            }
+        }
+        Ok(env)
+    }
+
     /// The spec of `id` (a `provider/alias` or `provider.alias` id finds the
     /// provider's spec).
     pub fn get(&self, id: &str) -> Option<&CredentialSpec> {

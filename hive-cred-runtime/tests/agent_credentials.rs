@@ -366,3 +366,53 @@ async fn audit_records_name_the_principal() {
     let json = serde_json::to_string(&trail).unwrap();
     assert!(json.contains("\"principal\":\"alice\""));
 }
+
+#[tokio::test]
+async fn the_local_store_keeps_accounts_and_user_namespaces() {
+    use hive_cred_runtime::local::{KeySource, LocalStorage, RawKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let open = || async {
+        let storage =
+            LocalStorage::open(tmp.path(), KeySource::RawKey(RawKey::from_bytes([7; 32])))
+                .await
+                .unwrap();
+        AgentRuntime::builder()
+            .storage(Arc::new(storage))
+            .specs(SpecCatalogue::new())
+            .build()
+            .await
+            .unwrap()
+    };
+    let rt = open().await;
+    let s = &rt.credential_store;
+    let mut c = CredentialObject::builder("slack.work", CredentialType::ApiKey)
+        .account("slack", Some("work"))
+        .key("api_key", CANARY, None)
+        .build()
+        .unwrap();
+    c.account_mut().unwrap().identity =
+        hive_cred_core::CredentialIdentity::new().with_workspace("acme");
+    s.save(c).await.unwrap();
+    s.record_check("slack/work", AccountStatus::Failed, None)
+        .await
+        .unwrap();
+    let alice = s.for_user("alice").unwrap();
+    alice.save(key("slack", "alice-slack")).await.unwrap();
+    drop(rt);
+
+    let rt = open().await;
+    let s = &rt.credential_store;
+    let accounts = s.list_accounts("slack").await.unwrap();
+    assert_eq!(
+        accounts.len(),
+        1,
+        "alice's credential is not one of the shared store's accounts: {accounts:?}"
+    );
+    assert_eq!(accounts[0].identity().label(), Some("acme"));
+    assert_eq!(accounts[0].status(), AccountStatus::Failed);
+    assert!(s.get("slack").await.is_err());
+    let alice = s.for_user("alice").unwrap();
+    assert_eq!(alice.list().await.unwrap().len(), 1);
+    assert!(alice.get("slack/default").await.unwrap().has_key("api_key"));
+    assert!(s.for_user("bob").unwrap().get("slack").await.is_err());
+}

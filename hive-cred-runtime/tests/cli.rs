@@ -478,3 +478,74 @@ fn set_takes_the_key_positionally_and_the_type_from_the_stored_credential() {
         .code(predicate::ne(0))
         .stderr(predicate::str::contains("KEY"));
 }
+
+#[test]
+fn accounts_and_doctor_agent_report_without_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = init(tmp.path());
+    for (id, value) in [
+        ("github.work", SECRET),
+        ("github.personal", "gh-personal-value-1"),
+    ] {
+        keyed(tmp.path(), &key)
+            .args(["set", id, "api_key"])
+            .write_stdin(format!("{value}\n"))
+            .assert()
+            .success();
+    }
+    let out = keyed(tmp.path(), &key)
+        .args(["accounts", "github", "--json"])
+        .assert()
+        .success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let accounts: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(accounts[0]["alias"], "personal");
+    assert_eq!(accounts[1]["id"], "github.work");
+    assert!(!stdout.contains(SECRET), "{stdout}");
+
+    let agent = tmp.path().join("agent.toml");
+    std::fs::write(
+        &agent,
+        r#"
+[[nodes]]
+name = "triage"
+credentials = ["github"]
+accounts = { github = "work" }
+
+[[nodes]]
+name = "review"
+credentials = ["github"]
+
+[[nodes]]
+name = "search"
+any_of = [["brave_search", "serpapi"]]
+"#,
+    )
+    .unwrap();
+    let out = keyed(tmp.path(), &key)
+        .args(["doctor", "--agent"])
+        .arg(&agent)
+        .arg("--json")
+        .assert()
+        .code(1);
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(!stdout.contains(SECRET), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report["dropped_tools"],
+        serde_json::json!(["review", "search"])
+    );
+    let text = keyed(tmp.path(), &key)
+        .args(["doctor", "--agent"])
+        .arg(&agent)
+        .assert()
+        .code(1);
+    let stdout = String::from_utf8(text.get_output().stdout.clone()).unwrap();
+    for needle in [
+        "BRAVE_SEARCH_API_KEY",
+        "github/personal",
+        "needs_account_choice",
+    ] {
+        assert!(stdout.contains(needle), "{needle}: {stdout}");
+    }
+}

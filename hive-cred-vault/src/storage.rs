@@ -43,6 +43,14 @@ pub struct VaultStorage {
     /// Stamps and judges lock leases.
     clock: Arc<dyn Clock>,
     _renewal: Option<Arc<TaskGuard>>,
+    /// A per-principal view ([`CredentialStorage::scoped`]): the same session with
+    /// `{prefix}/users/{principal}` as its path prefix.
+    scope: Option<Arc<Scope>>,
+}
+
+struct Scope {
+    principal: String,
+    config: VaultConfig,
 }
 
 impl fmt::Debug for VaultStorage {
@@ -85,6 +93,7 @@ impl VaultStorage {
             inner,
             clock: Arc::new(SystemClock),
             _renewal: guard.map(Arc::new),
+            scope: None,
         })
     }
 
@@ -102,6 +111,20 @@ impl VaultStorage {
         &self.inner.config
     }
 
+    /// The configuration whose paths this handle reads and writes: the scoped one for a
+    /// per-principal view.
+    fn paths(&self) -> &VaultConfig {
+        self.scope
+            .as_ref()
+            .map_or(&self.inner.config, |s| &s.config)
+    }
+
+    /// The principal of a per-principal view
+    /// ([`CredentialStore::for_user`](hive_cred_core::CredentialStore::for_user)).
+    pub fn principal(&self) -> Option<&str> {
+        self.scope.as_ref().map(|s| s.principal.as_str())
+    }
+
     fn op<'a>(&'a self, name: &'static str, path: &'a str) -> Op<'a> {
         Op {
             name,
@@ -116,7 +139,7 @@ impl VaultStorage {
         id: &CredentialId,
         op: &'static str,
     ) -> Result<Option<ReadSecretMetadataResponse>> {
-        let config = &self.inner.config;
+        let config = self.paths();
         let path = config.kv_metadata_path(id.as_str());
         let request = ReadSecretMetadataRequest::builder()
             .mount(config.mount())
@@ -156,7 +179,7 @@ pub(crate) fn request_error(e: impl fmt::Display) -> Error {
 #[async_trait]
 impl CredentialStorage for VaultStorage {
     async fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
-        let config = &self.inner.config;
+        let config = self.paths();
         let path = config.kv_path(id.as_str());
         let request = ReadSecretRequest::builder()
             .mount(config.mount())
@@ -185,7 +208,7 @@ impl CredentialStorage for VaultStorage {
     }
 
     async fn save(&self, credential: &CredentialObject) -> Result<()> {
-        let config = &self.inner.config;
+        let config = self.paths();
         let id = credential.id();
         let path = config.kv_path(id.as_str());
         let cas = u32::try_from(credential.version()).map_err(|_| {
@@ -223,7 +246,7 @@ impl CredentialStorage for VaultStorage {
             return Ok(false);
         };
         let live = current_is_live(&meta);
-        let config = &self.inner.config;
+        let config = self.paths();
         let path = config.kv_metadata_path(id.as_str());
         let request = DeleteSecretMetadataRequest::builder()
             .mount(config.mount())
@@ -239,7 +262,7 @@ impl CredentialStorage for VaultStorage {
     }
 
     async fn list(&self) -> Result<Vec<CredentialId>> {
-        let config = &self.inner.config;
+        let config = self.paths();
         let path = format!("{}/metadata/{}", config.mount(), config.path_prefix());
         let request = ListSecretsRequest::builder()
             .mount(config.mount())
@@ -294,11 +317,42 @@ impl CredentialStorage for VaultStorage {
     /// released only by its holder. Polls with jittered backoff for `options.wait`,
     /// then fails with `ErrorKind::Unavailable` naming the id and the holder.
     async fn lock(&self, id: &CredentialId, options: &LockOptions) -> Result<CredentialLock> {
-        crate::lock::acquire(&self.inner, &self.clock, id, options).await
+        match &self.scope {
+            // Lock secrets stay under the root prefix, named per principal
+            // (`{prefix}/.locks/user.{principal}.{id}`), which a policy can grant by glob.
+            Some(scope) => {
+                let scoped = CredentialId::new(&format!("user.{}.{id}", scope.principal))?;
+                let held = crate::lock::acquire(&self.inner, &self.clock, &scoped, options).await?;
+                Ok(held.renamed(id.clone()))
+            }
+            None => crate::lock::acquire(&self.inner, &self.clock, id, options).await,
+        }
     }
 
     /// A lease lock in KV; saves give up after the configured request timeout.
     fn capabilities(&self) -> StorageCapabilities {
         StorageCapabilities::lease_lock(Some(self.inner.config.timeout))
+    }
+
+    /// A view under `{prefix}/users/{principal}` sharing this handle's session: a
+    /// Vault policy can confine a token to one principal's prefix (see the crate's
+    /// "Per-user credentials" section). `None` from a view already scoped.
+    fn scoped(&self, principal: &str) -> Option<Arc<dyn CredentialStorage>> {
+        if self.scope.is_some() {
+            return None;
+        }
+        let base = self.inner.config.path_prefix();
+        let prefix = if base.is_empty() {
+            format!("users/{principal}")
+        } else {
+            format!("{base}/users/{principal}")
+        };
+        let config = self.inner.config.clone().with_path_prefix(&prefix).ok()?;
+        let mut view = self.clone();
+        view.scope = Some(Arc::new(Scope {
+            principal: principal.to_owned(),
+            config,
+        }));
+        Some(Arc::new(view))
     }
 }

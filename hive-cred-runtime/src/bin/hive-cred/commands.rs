@@ -133,7 +133,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => change_passphrase(dir, generate_key, scrypt_log_n, keep_data_key).await,
         Command::RotateKey => rotate_key(dir).await,
         Command::ImportHive { dir: src, key_env } => import_hive(dir, &src, key_env).await,
-        Command::Doctor => Ok(crate::doctor::doctor(dir).await),
+        Command::Doctor { agent: None, .. } => Ok(crate::doctor::doctor(dir).await),
+        Command::Doctor {
+            agent: Some(file),
+            json,
+            check,
+        } => crate::agent::doctor_agent(dir, &file, json, check).await,
+        Command::Accounts { provider, json } => crate::agent::accounts(dir, &provider, json).await,
+        Command::Check { id, json } => crate::agent::check(dir, id.as_deref(), json).await,
     }
 }
 

@@ -7,6 +7,7 @@
     reason = "a command-line tool: stdout is its output"
 )]
 
+mod agent;
 mod commands;
 mod doctor;
 mod input;
@@ -127,8 +128,37 @@ enum Command {
         key_env: Option<String>,
     },
     /// Check the key, permissions, that every credential decrypts, expiries, the config
-    /// file and Vault reachability.
-    Doctor,
+    /// file and Vault reachability; with --agent, the credentials of an agent's tools.
+    Doctor {
+        /// An agent file (TOML or JSON, `[[nodes]]` with name, kind, credentials,
+        /// any_of, accounts): report, per credential its tools need, what is missing.
+        #[arg(long, value_name = "FILE")]
+        agent: Option<PathBuf>,
+        /// With --agent: the report as JSON.
+        #[arg(long, requires = "agent")]
+        json: bool,
+        /// With --agent: also run the specs' health checks (network requests to the
+        /// services).
+        #[arg(long, requires = "agent")]
+        check: bool,
+    },
+    /// List a provider's accounts: alias, id, identity, status (never values).
+    Accounts {
+        /// The provider (e.g. github).
+        provider: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the health checks of credential specs (one id, or every stored credential
+    /// whose spec has one) and record status and identity.
+    Check {
+        /// Credential id or provider/alias.
+        id: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Exit codes (documented in the crate README).
@@ -142,6 +172,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::RefreshRejected | ErrorKind::Expired => 8,
         ErrorKind::Conflict => 9,
         ErrorKind::Corrupted => 10,
+        ErrorKind::AccountSelectionRequired | ErrorKind::AuthorizationRequired => 11,
         _ => 1,
     }
 }
