@@ -134,6 +134,22 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::RotateKey => rotate_key(dir).await,
         Command::ImportHive { dir: src, key_env } => import_hive(dir, &src, key_env).await,
         Command::Doctor => Ok(crate::doctor::doctor(dir).await),
+        Command::Connect {
+            provider,
+            alias,
+            device,
+            no_browser,
+            timeout_secs,
+        } => {
+            let args = crate::connect::ConnectArgs {
+                provider,
+                alias,
+                device,
+                no_browser,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+            };
+            crate::connect::connect(dir, args).await
+        }
     }
 }
 

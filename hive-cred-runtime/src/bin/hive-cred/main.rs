@@ -8,6 +8,7 @@
 )]
 
 mod commands;
+mod connect;
 mod doctor;
 mod input;
 
@@ -129,6 +130,25 @@ enum Command {
     /// Check the key, permissions, that every credential decrypts, expiries, the config
     /// file and Vault reachability.
     Doctor,
+    /// Obtain and store the first token of a provider registered in HIVE_CRED_CONFIG:
+    /// authorization code + PKCE through a browser and a 127.0.0.1 redirect, or the
+    /// device flow (--device) on hosts without a browser.
+    Connect {
+        /// The provider id (as registered in the config file).
+        provider: String,
+        /// The credential id to store the tokens under (default: the provider id).
+        #[arg(long, value_name = "NAME")]
+        alias: Option<String>,
+        /// Use the device flow: show a code to enter on another device.
+        #[arg(long)]
+        device: bool,
+        /// Print the URL only; do not try to open a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// How long to wait for the browser's redirect, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        timeout_secs: u64,
+    },
 }
 
 /// Exit codes (documented in the crate README).
