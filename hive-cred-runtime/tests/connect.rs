@@ -10,6 +10,9 @@ use hive_cred_core::{CredentialId, CredentialStorage, ExposeSecret, SecretString
 use hive_cred_local::{KeySource, LocalStorage};
 use hive_cred_oauth::testkit::{MockConfig, MockTokenServer};
 
+#[path = "../../hive-cred-oauth/tests/oidc/support.rs"]
+mod oidc_support;
+
 const CLIENT_ID: &str = "cli-client";
 const CLIENT_SECRET: &str = "cli-secret-5f3b";
 
@@ -224,4 +227,94 @@ fn connect_to_an_unregistered_provider_is_a_config_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not registered"));
+}
+
+/// `connect` against a real authorisation server (oidc-provider; skipped without node
+/// outside CI): discovery from the issuer, code + PKCE with the test as the browser,
+/// identity from user-info, then `hive-cred refresh` through the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_against_a_real_authorisation_server() {
+    let Some(oidc) = oidc_support::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("hive.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[providers]]\nprovider_id = \"oidc\"\nclient_id = \"{}\"\nclient_secret = {{ env = \"OIDC_SECRET\" }}\nissuer = \"{}\"\nscopes = [\"openid\", \"email\"]\n",
+            oidc_support::CLIENT_ID,
+            oidc.issuer
+        ),
+    )
+    .unwrap();
+    let key = init(tmp.path(), &config);
+    let mut child = bin(tmp.path(), &config)
+        .env("HIVE_CREDENTIAL_KEY", &key)
+        .env("OIDC_SECRET", oidc_support::CLIENT_SECRET)
+        .args(["connect", "oidc", "--no-browser", "--timeout-secs", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (url, rest) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let url = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find_map(|l| {
+                l.trim()
+                    .starts_with("http://")
+                    .then(|| l.trim().to_string())
+            })
+            .expect("connect prints the authorization URL");
+        (url, lines)
+    })
+    .await
+    .unwrap();
+    let redirect_uri = reqwest::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let mut browser = oidc_support::Browser::default();
+    let redirect = browser
+        .follow(&url, &redirect_uri)
+        .await
+        .expect("redirected back");
+    let page = browser
+        .send(oidc_support::Browser::client().get(redirect))
+        .await;
+    assert_eq!(page.status(), 200);
+    let out: Vec<String> = tokio::task::spawn_blocking(move || rest.map(Result::unwrap).collect())
+        .await
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{out:?}");
+    assert!(
+        out.iter().any(|l| l.contains("as test-user@example.test")),
+        "{out:?}"
+    );
+    let cred = stored(tmp.path(), &key, "oidc").await;
+    let first_refresh = reveal(cred.get_key("refresh_token").unwrap());
+
+    let out = bin(tmp.path(), &config)
+        .env("HIVE_CREDENTIAL_KEY", &key)
+        .env("OIDC_SECRET", oidc_support::CLIENT_SECRET)
+        .args(["refresh", "oidc"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = stored(tmp.path(), &key, "oidc").await;
+    assert_ne!(
+        reveal(after.get_key("refresh_token").unwrap()),
+        first_refresh,
+        "rotated by the server and saved"
+    );
 }
