@@ -4,6 +4,7 @@
 mod authorize;
 mod config;
 mod device;
+mod discovery;
 mod error;
 mod preset;
 mod provider;

@@ -180,6 +180,46 @@ impl OAuth2Provider {
         self.refresh(&credential).await
     }
 
+    /// Who the credential's access token belongs to, from the user-info endpoint: the
+    /// first of `email`, `preferred_username`, `login`, `username`, `name`, `sub` that is
+    /// a non-empty string. `Ok(None)` without a user-info URL or when the answer names
+    /// nobody; endpoint failures are errors as in `validate`.
+    pub async fn identity(&self, credential: &CredentialObject) -> Result<Option<String>> {
+        let Some(url) = &self.urls.userinfo else {
+            return Ok(None);
+        };
+        let Some(token) = credential.get_key(ACCESS_TOKEN) else {
+            return Ok(None);
+        };
+        let rb = self
+            .transport
+            .request(Method::GET, url.clone())
+            .header(header::ACCEPT, "application/json")
+            // EXPOSE: the access token is the bearer credential (reqwest marks the header
+            // sensitive).
+            .bearer_auth(token.expose_secret());
+        let received = self.send(rb, "user-info endpoint").await?;
+        if !received.status.is_success() {
+            return Err(self
+                .endpoint_error("user-info endpoint", &received)
+                .with_context("provider", self.config.provider_id.as_str()));
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&received.body).unwrap_or(serde_json::Value::Null);
+        Ok([
+            "email",
+            "preferred_username",
+            "login",
+            "username",
+            "name",
+            "sub",
+        ]
+        .iter()
+        .find_map(|k| value.get(*k).and_then(|v| v.as_str()))
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.chars().take(200).collect()))
+    }
+
     /// The config.
     pub fn config(&self) -> &OAuth2Config {
         &self.config

@@ -37,7 +37,7 @@ use crate::preset::Preset;
 /// | `provider_id` | id credentials name | required |
 /// | `preset` | `github`, `google`, `microsoft`, `slack`, `hubspot` | none |
 /// | `tenant` | Microsoft tenant | `common` |
-/// | `token_url` | token endpoint; overrides the preset's | the preset's (one of the two is required) |
+/// | `token_url` | token endpoint; overrides the preset's | the preset's (one of `token_url`, `preset`, `issuer` is required) |
 /// | `client_id` | client id | required |
 /// | `auth_style` | `basic_auth` or `request_body` | the preset's, else `basic_auth` |
 /// | `scopes` | list of scopes | none |
@@ -47,7 +47,7 @@ use crate::preset::Preset;
 /// | `default_lifetime_secs` | lifetime assumed without `expires_in`; `0` = no expiry | 3600 |
 /// | `grant` | `refresh_token` or `client_credentials` (machine to machine) | `refresh_token` |
 /// | `authorization_url`, `device_authorization_url` | endpoints of the code and device flows; override the preset's | the preset's |
-/// | `issuer` | issuer identifier (RFC 8414); checked against `iss` in redirects | none |
+/// | `issuer` | issuer identifier (RFC 8414); checked against `iss` in redirects; without `token_url`/`preset` the endpoints come from its metadata (`OAuth2Config::discover`) | none |
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -149,9 +149,13 @@ impl OAuth2ProviderSpec {
                 preset.apply(self.provider_id, self.client_id, url)
             }
             (None, Some(url)) => OAuth2Config::new(self.provider_id, url, self.client_id),
+            // Endpoints come from the issuer's metadata: OAuth2Config::discover.
+            (None, None) if self.issuer.is_some() => {
+                OAuth2Config::new(self.provider_id, "", self.client_id)
+            }
             (None, None) => {
                 return Err(with_pid(Error::config(
-                    "OAuth2 provider spec needs `token_url` or `preset`",
+                    "OAuth2 provider spec needs `token_url`, `preset` or `issuer`",
                 )));
             }
         };

@@ -490,6 +490,7 @@ impl MockTokenServer {
         let addr = listener
             .local_addr()
             .expect("local address of the listener");
+        let _ = shared.addr.set(addr);
         let task = tokio::spawn(async move {
             // Serving only ends when the task is aborted.
             let _ = axum::serve(listener, app).await;
@@ -536,6 +537,12 @@ impl MockTokenServer {
     /// who has not finished).
     pub fn device_authorization_url(&self) -> String {
         self.url("/device")
+    }
+
+    /// The issuer identifier: the base URL, whose RFC 8414 metadata is served at
+    /// `/.well-known/oauth-authorization-server`.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// The user-info endpoint, `/userinfo`.
@@ -641,6 +648,7 @@ async fn handle(
     match (uri.path(), &method) {
         ("/token", &Method::POST) => token(&shared, &rec).await,
         ("/authorize", &Method::GET) => authorize(&shared, &rec),
+        ("/.well-known/oauth-authorization-server", &Method::GET) => metadata(&shared),
         ("/device", &Method::POST) => device(&shared, &rec),
         ("/revoke", &Method::POST) => revoke(&shared, &rec),
         ("/introspect", &Method::POST) => introspect(&shared, &rec),
@@ -960,6 +968,27 @@ fn device(shared: &Arc<Shared>, rec: &MockRequest) -> Response {
         "verification_uri_complete": format!("{base}/activate?user_code=WDJB-MJHT"),
         "expires_in": 600,
         "interval": shared.config.device_interval,
+    }))
+    .into_response()
+}
+
+/// RFC 8414 metadata naming this server's endpoints; its issuer is the server's base URL.
+fn metadata(shared: &Shared) -> Response {
+    let base = shared
+        .addr
+        .get()
+        .map_or_else(|| "http://127.0.0.1".to_string(), |a| format!("http://{a}"));
+    axum::Json(json!({
+        "issuer": base,
+        "token_endpoint": format!("{base}/token"),
+        "authorization_endpoint": format!("{base}/authorize"),
+        "device_authorization_endpoint": format!("{base}/device"),
+        "revocation_endpoint": format!("{base}/revoke"),
+        "introspection_endpoint": format!("{base}/introspect"),
+        "userinfo_endpoint": format!("{base}/userinfo"),
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+            "urn:ietf:params:oauth:grant-type:device_code"],
     }))
     .into_response()
 }

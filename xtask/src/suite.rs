@@ -19,10 +19,14 @@ pub const ENV_BAO_BIN: &str = "HIVE_TEST_BAO_BIN";
 pub fn run(root: &Path, extra: &[String]) -> Result<()> {
     interrupt::install()?;
     let bao = openbao::locate_or_install(root)?;
+    let oidc_modules = crate::oidc::locate_or_install(root)?;
     let mut test = cmd::cargo();
     test.current_dir(root)
         .args(cargo_test_args(extra))
         .envs(bao_env(&bao)?);
+    if let Some(modules) = &oidc_modules {
+        test.env(crate::oidc::ENV_MODULES, modules);
+    }
     // CI (if set) is inherited unchanged, so live tests fail instead of skipping.
     note(format_args!(
         "{ENV_BAO_BIN}={}{}",

@@ -141,6 +141,22 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => crate::agent::doctor_agent(dir, &file, json, check).await,
         Command::Accounts { provider, json } => crate::agent::accounts(dir, &provider, json).await,
         Command::Check { id, json } => crate::agent::check(dir, id.as_deref(), json).await,
+        Command::Connect {
+            provider,
+            alias,
+            device,
+            no_browser,
+            timeout_secs,
+        } => {
+            let args = crate::connect::ConnectArgs {
+                provider,
+                alias,
+                device,
+                no_browser,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+            };
+            crate::connect::connect(dir, args).await
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod agent;
 mod commands;
+mod connect;
 mod doctor;
 mod input;
 
@@ -158,6 +159,25 @@ enum Command {
         /// As JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Obtain and store the first token of a provider registered in HIVE_CRED_CONFIG:
+    /// authorization code + PKCE through a browser and a 127.0.0.1 redirect, or the
+    /// device flow (--device) on hosts without a browser.
+    Connect {
+        /// The provider id (as registered in the config file).
+        provider: String,
+        /// The credential id to store the tokens under (default: the provider id).
+        #[arg(long, value_name = "NAME")]
+        alias: Option<String>,
+        /// Use the device flow: show a code to enter on another device.
+        #[arg(long)]
+        device: bool,
+        /// Print the URL only; do not try to open a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// How long to wait for the browser's redirect, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        timeout_secs: u64,
     },
 }
 
