@@ -94,7 +94,7 @@ async fn connect_with_code_and_pkce_stores_tokens_and_identity() {
             "connect",
             "mock",
             "--alias",
-            "mock_work",
+            "work",
             "--no-browser",
             "--timeout-secs",
             "60",
@@ -138,15 +138,19 @@ async fn connect_with_code_and_pkce_stores_tokens_and_identity() {
     assert!(status.success(), "{out:?}");
     assert!(
         out.iter()
-            .any(|l| l.contains("as user@example.test") && l.contains("mock_work")),
+            .any(|l| l.contains("as user@example.test") && l.contains("mock.work (mock/work)")),
         "{out:?}"
     );
     let all = out.join("\n");
     let access = reveal(&server.latest_access_token().unwrap());
     assert!(!all.contains(&access), "no token on stdout");
 
-    let cred = stored(tmp.path(), &key, "mock_work").await;
+    let cred = stored(tmp.path(), &key, "mock.work").await;
     assert_eq!(cred.provider_id(), Some("mock"));
+    let account = cred.account().expect("connect stores the account");
+    assert_eq!(account.address(), "mock/work");
+    assert_eq!(account.identity.label(), Some("user@example.test"));
+    assert_eq!(account.status, hive_cred_core::AccountStatus::Active);
     assert!(cred.auto_refresh());
     assert_eq!(reveal(cred.get_key("access_token").unwrap()), access);
     assert_eq!(
@@ -158,7 +162,7 @@ async fn connect_with_code_and_pkce_stores_tokens_and_identity() {
     // A later refresh through the normal store path (`hive-cred refresh`) rotates it.
     let out = bin(tmp.path(), &config)
         .env("HIVE_CREDENTIAL_KEY", &key)
-        .args(["refresh", "mock_work"])
+        .args(["refresh", "mock/work"])
         .output()
         .unwrap();
     assert!(
@@ -166,7 +170,7 @@ async fn connect_with_code_and_pkce_stores_tokens_and_identity() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let after = stored(tmp.path(), &key, "mock_work").await;
+    let after = stored(tmp.path(), &key, "mock.work").await;
     assert_eq!(
         reveal(after.get_key("refresh_token").unwrap()),
         reveal(&server.current_refresh_token())

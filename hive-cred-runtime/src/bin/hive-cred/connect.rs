@@ -1,4 +1,6 @@
 //! `hive-cred connect <provider> [--alias NAME]`: obtain the first token of an OAuth2
+//! account (`provider/alias`, stored under the id `provider.alias`, or `provider` for the
+//! default alias)
 //! provider registered in the config file, with the authorization code flow (PKCE, a
 //! loopback redirect) or, with `--device` or when the provider has no authorization
 //! endpoint, the device flow; then store it.
@@ -6,7 +8,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hive_cred_core::{CredentialStore, Error, Result};
+use hive_cred_core::{
+    AccountStatus, CredentialAccount, CredentialIdentity, CredentialStore, Error, Result,
+    account_id,
+};
 use hive_cred_oauth::OAuth2Provider;
 use hive_cred_runtime::CONFIG_ENV;
 
@@ -51,7 +56,10 @@ pub async fn connect(dir: Option<&Path>, args: ConnectArgs) -> Result<u8> {
         || (oauth_config.authorization_url().is_none()
             && oauth_config.device_authorization_url().is_some());
     let provider = OAuth2Provider::new(oauth_config)?;
-    let id = args.alias.clone().unwrap_or_else(|| args.provider.clone());
+    // The account `provider/alias`: id `provider.alias`, or `provider` for the default.
+    let mut account = CredentialAccount::new(&args.provider, args.alias.as_deref())?;
+    let id = account_id(&account.provider, &account.alias)?;
+    let id = id.as_str();
 
     let mut credential = if device {
         let auth = provider.start_device_authorization().await?;
@@ -68,7 +76,7 @@ pub async fn connect(dir: Option<&Path>, args: ConnectArgs) -> Result<u8> {
             "Waiting for approval (the code expires in {} s)...",
             auth.expires_in().as_secs()
         );
-        provider.poll_device_authorization(&id, &auth).await?
+        provider.poll_device_authorization(id, &auth).await?
     } else {
         let session = provider.start_authorization().await?;
         let url = session.authorize_url().to_string();
@@ -84,7 +92,7 @@ pub async fn connect(dir: Option<&Path>, args: ConnectArgs) -> Result<u8> {
             session.redirect_uri(),
             args.timeout.as_secs()
         );
-        session.finish(&id, args.timeout).await?
+        session.finish(id, args.timeout).await?
     };
     let identity = match provider.identity(&credential).await {
         Ok(identity) => identity,
@@ -95,16 +103,37 @@ pub async fn connect(dir: Option<&Path>, args: ConnectArgs) -> Result<u8> {
     };
     if let Some(who) = &identity {
         credential.set_description(Some(format!("{} account {who}", args.provider)));
+        let known = CredentialIdentity::new();
+        account = account.with_identity(if who.contains('@') {
+            known.with_email(who.as_str())
+        } else {
+            known.with_username(who.as_str())
+        });
+        // The user-info call just succeeded with the new token.
+        account.record_check(AccountStatus::Active, chrono::Utc::now());
     }
+    credential.set_account(Some(account));
     let store = CredentialStore::builder().storage(storage).build()?;
     let saved = store.upsert(credential).await?;
     match identity {
         Some(who) => println!(
-            "connected {} as {who}: stored as {}",
+            "connected {} as {who}: stored as {} ({})",
             args.provider,
-            saved.id()
+            saved.id(),
+            saved
+                .account()
+                .map(CredentialAccount::address)
+                .unwrap_or_default()
         ),
-        None => println!("connected {}: stored as {}", args.provider, saved.id()),
+        None => println!(
+            "connected {}: stored as {} ({})",
+            args.provider,
+            saved.id(),
+            saved
+                .account()
+                .map(CredentialAccount::address)
+                .unwrap_or_default()
+        ),
     }
     Ok(0)
 }

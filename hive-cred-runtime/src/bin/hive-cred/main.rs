@@ -166,7 +166,8 @@ enum Command {
     Connect {
         /// The provider id (as registered in the config file).
         provider: String,
-        /// The credential id to store the tokens under (default: the provider id).
+        /// The account alias (e.g. work): stored as the account provider/alias, under the
+        /// id provider.alias (default: the provider's `default` account, id = provider).
         #[arg(long, value_name = "NAME")]
         alias: Option<String>,
         /// Use the device flow: show a code to enter on another device.
