@@ -5,14 +5,18 @@
 //! two thirds of its TTL, redoes the AppRole login when renewal is no longer possible,
 //! and ends when the storage is dropped (the task is also aborted then).
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use hive_cred_core::{Error, ErrorKind, ExposeSecret, Result, SecretString};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
+use url::Url;
 use vaultrs::api::EndpointMiddleware;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
 
 use crate::config::{VaultAuth, VaultConfig};
 use crate::error::{Op, map_error};
@@ -24,6 +28,12 @@ const RENEW_PATH: &str = "auth/token/renew-self";
 const LOOKUP_PATH: &str = "auth/token/lookup-self";
 /// Requests are made with a fresh token when the current one has less than this left.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+/// First wait between failover rounds; it doubles up to [`FAILOVER_MAX_DELAY`].
+const FAILOVER_FIRST_DELAY: Duration = Duration::from_millis(100);
+/// Longest wait between failover rounds.
+const FAILOVER_MAX_DELAY: Duration = Duration::from_secs(1);
+/// Timeout of one `sys/health` probe.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upper bound of the wait between failed renewal or login attempts.
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
@@ -48,7 +58,8 @@ struct Planned {
 }
 
 struct Session {
-    client: Arc<VaultClient>,
+    /// One client per configured address, all with the current token.
+    clients: Vec<Arc<VaultClient>>,
     lease: Option<Lease>,
     next: Option<Planned>,
     generation: u64,
@@ -62,6 +73,8 @@ pub(crate) struct Inner {
     /// connection pool) and the client of AppRole logins.
     base: VaultClient,
     session: RwLock<Session>,
+    /// The index of the address requests go to (the active node, as last seen).
+    current: AtomicUsize,
     login_lock: Mutex<()>,
     /// Wakes the renewal task when the session changes outside it (on-demand login).
     changed: Arc<Notify>,
@@ -83,8 +96,20 @@ fn internal(message: impl std::fmt::Display) -> Error {
     )
 }
 
-/// A client sharing `base`'s HTTP connection pool, sending `token`.
-fn derive_client(base: &VaultClient, token: Option<&SecretString>) -> VaultClient {
+/// One client per configured address, sharing `base`'s connection pool, sending `token`.
+fn derive_clients(
+    base: &VaultClient,
+    token: Option<&SecretString>,
+    addresses: &[Url],
+) -> Vec<Arc<VaultClient>> {
+    addresses
+        .iter()
+        .map(|a| Arc::new(derive_client(base, token, a)))
+        .collect()
+}
+
+/// A client sharing `base`'s HTTP connection pool, sending `token` to `address`.
+fn derive_client(base: &VaultClient, token: Option<&SecretString>, address: &Url) -> VaultClient {
     let token = match token {
         // vaultrs keeps the token as a plain String in its settings (never printed here).
         // EXPOSE: vaultrs sends the token to Vault in the X-Vault-Token header.
@@ -93,10 +118,11 @@ fn derive_client(base: &VaultClient, token: Option<&SecretString>) -> VaultClien
     };
     let mut settings = base.settings.clone();
     settings.token.clone_from(&token);
+    settings.address = address.clone();
     let mut middle = base.middle.clone();
     middle.token = token;
     VaultClient {
-        http: rustify::clients::reqwest::Client::new(&base.http.base, base.http.http.clone()),
+        http: rustify::clients::reqwest::Client::new(address.as_str(), base.http.http.clone()),
         middle,
         settings,
     }
@@ -130,6 +156,74 @@ fn build_base(config: &VaultConfig) -> Result<VaultClient> {
         middle,
         settings,
     })
+}
+
+/// Whether an error means "this node cannot serve, another may": a failed connection,
+/// a broken-off response, a standby, sealed or leaderless node (429, 503), or a
+/// redirect / forwarding failure towards the active node.
+fn fails_over(err: &ClientError) -> bool {
+    use rustify::errors::ClientError as HttpError;
+    match err {
+        ClientError::RestClientError { source } => match source {
+            HttpError::RequestError { source, .. } => {
+                transport::find_tls_error(source.as_ref()).is_none()
+            }
+            HttpError::ResponseError { .. } => true,
+            HttpError::ServerResponseError { code, .. } => matches!(code, 307 | 429 | 502 | 503),
+            _ => false,
+        },
+        ClientError::APIError { code, errors } => {
+            let text = errors.join(" ").to_ascii_lowercase();
+            matches!(code, 307 | 429 | 502 | 503)
+                || (*code == 500
+                    && ["standby", "active", "leader", "forward", "sealed"]
+                        .iter()
+                        .any(|w| text.contains(w)))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the request certainly never reached a server (the connection failed).
+fn never_sent(err: &ClientError) -> bool {
+    use rustify::errors::ClientError as HttpError;
+    match err {
+        ClientError::RestClientError {
+            source: HttpError::RequestError { source, .. },
+        } => source
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_connect),
+        _ => false,
+    }
+}
+
+/// `auth/token/lookup-self`, read into only the fields used here: the root token
+/// of `operator init` lacks fields vaultrs' response type requires.
+#[derive(Debug)]
+struct LookupSelf;
+
+#[derive(Debug, serde::Deserialize)]
+struct TokenInfo {
+    #[serde(default)]
+    ttl: u64,
+    #[serde(default)]
+    creation_ttl: u64,
+    #[serde(default)]
+    renewable: bool,
+}
+
+impl rustify::Endpoint for LookupSelf {
+    type Response = TokenInfo;
+    const REQUEST_BODY_TYPE: rustify::enums::RequestType = rustify::enums::RequestType::JSON;
+    const RESPONSE_BODY_TYPE: rustify::enums::ResponseType = rustify::enums::ResponseType::JSON;
+
+    fn path(&self) -> String {
+        LOOKUP_PATH.to_owned()
+    }
+
+    fn method(&self) -> rustify::enums::RequestMethod {
+        rustify::enums::RequestMethod::GET
+    }
 }
 
 /// When to act on a lease: renew at two thirds of what is left, or log in again.
@@ -167,20 +261,27 @@ impl Inner {
             VaultAuth::Token(t) => Some(t),
             VaultAuth::AppRole { .. } => None,
         };
-        let client = Arc::new(derive_client(&base, token));
+        let clients = derive_clients(&base, token, &config.addresses);
         let inner = Arc::new(Inner {
             config,
             base,
             session: RwLock::new(Session {
-                client,
+                clients,
                 lease: None,
                 next: None,
                 generation: 0,
                 failures: 0,
             }),
+            current: AtomicUsize::new(0),
             login_lock: Mutex::new(()),
             changed: Arc::new(Notify::new()),
         });
+        if inner.config.addresses.len() > 1 {
+            // Start at the active node; without one, the first request fails over.
+            if let Some(active) = inner.find_active().await {
+                inner.current.store(active, Ordering::SeqCst);
+            }
+        }
         match &inner.config.auth {
             VaultAuth::Token(_) => inner.lookup_token().await?,
             VaultAuth::AppRole { .. } => inner.login().await?,
@@ -207,8 +308,149 @@ impl Inner {
         Op {
             name,
             path,
-            address: self.config.address.as_str(),
+            address: self.address(),
         }
+    }
+
+    /// The address requests go to now.
+    pub(crate) fn address(&self) -> &str {
+        let i = self.current.load(Ordering::SeqCst);
+        self.config.addresses[i.min(self.config.addresses.len() - 1)].as_str()
+    }
+
+    /// Runs a request with failover; see [`exec_tracked`](Self::exec_tracked).
+    pub(crate) async fn exec<T, F, Fut>(&self, name: &'static str, path: &str, f: F) -> Result<T>
+    where
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ClientError>>,
+    {
+        self.exec_tracked(name, path, f).await.0
+    }
+
+    /// Runs `f` with the client of the current address. With several addresses, a
+    /// connection failure or an answer that the node is not (or no longer) the active
+    /// one sends the request again to the active node, found by probing every
+    /// address's `sys/health`, until the failover timeout has passed; then the last
+    /// error is returned, mapped as usual. The flag says whether a failed attempt may
+    /// have reached a server (the request was sent, the answer lost): a write that
+    /// then fails its check-and-set must read back to learn whether it was applied.
+    pub(crate) async fn exec_tracked<T, F, Fut>(
+        &self,
+        name: &'static str,
+        path: &str,
+        f: F,
+    ) -> (Result<T>, bool)
+    where
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ClientError>>,
+    {
+        self.run(|_| self.client(), name, path, f).await
+    }
+
+    /// [`exec`](Self::exec) without a token (logins).
+    async fn exec_tokenless<T, F, Fut>(&self, name: &'static str, path: &str, f: F) -> Result<T>
+    where
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ClientError>>,
+    {
+        let tokenless = |i: usize| {
+            std::future::ready(Ok(Arc::new(derive_client(
+                &self.base,
+                None,
+                &self.config.addresses[i],
+            ))))
+        };
+        self.run(tokenless, name, path, f).await.0
+    }
+
+    async fn run<T, C, CF, F, Fut>(
+        &self,
+        get_client: C,
+        name: &'static str,
+        path: &str,
+        f: F,
+    ) -> (Result<T>, bool)
+    where
+        C: Fn(usize) -> CF,
+        CF: Future<Output = Result<Arc<VaultClient>>>,
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ClientError>>,
+    {
+        let cluster = self.config.addresses.len() > 1;
+        let deadline = Instant::now() + self.config.failover_timeout;
+        let mut ambiguous = false;
+        let mut delay = FAILOVER_FIRST_DELAY;
+        loop {
+            let index = self.current_index();
+            let client = match get_client(index).await {
+                Ok(c) => c,
+                Err(e) => return (Err(e), ambiguous),
+            };
+            let err = match f(client).await {
+                Ok(v) => return (Ok(v), ambiguous),
+                Err(e) => e,
+            };
+            let failover = cluster && fails_over(&err);
+            let sent = !never_sent(&err);
+            let mapped = map_error(err, self.op(name, path));
+            if !failover {
+                return (Err(mapped), ambiguous);
+            }
+            ambiguous |= sent;
+            loop {
+                if Instant::now() + delay > deadline {
+                    return (Err(mapped), ambiguous);
+                }
+                match self.find_active().await {
+                    Some(active) if active != index => {
+                        tracing::warn!(
+                            backend = "vault",
+                            from = self.config.addresses[index].as_str(),
+                            to = self.config.addresses[active].as_str(),
+                            error = %mapped,
+                            "Vault node failed; moving to the active node"
+                        );
+                        self.current.store(active, Ordering::SeqCst);
+                        break;
+                    }
+                    found => {
+                        // No active node yet (an election), or the same node says it
+                        // is active again: wait, then look again.
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(FAILOVER_MAX_DELAY);
+                        if found.is_some() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first address (starting after the current one) whose `sys/health` says
+    /// it is the active, unsealed node.
+    pub(crate) async fn find_active(&self) -> Option<usize> {
+        let n = self.config.addresses.len();
+        let start = self.current.load(Ordering::SeqCst);
+        for k in 1..=n {
+            let i = (start + k) % n;
+            let url = format!(
+                "{}/v1/sys/health",
+                self.config.addresses[i].as_str().trim_end_matches('/')
+            );
+            let probe = self
+                .base
+                .http
+                .http
+                .get(url)
+                .timeout(HEALTH_TIMEOUT.min(self.config.timeout))
+                .send()
+                .await;
+            if probe.is_ok_and(|r| r.status().as_u16() == 200) {
+                return Some(i);
+            }
+        }
+        None
     }
 
     /// The client to send a request with. An AppRole token that has expired (the
@@ -219,7 +461,11 @@ impl Inner {
             let stale = s
                 .lease
                 .is_some_and(|l| l.expires_at <= Instant::now() + EXPIRY_MARGIN);
-            (Arc::clone(&s.client), stale, s.generation)
+            (
+                Arc::clone(&s.clients[self.current_index()]),
+                stale,
+                s.generation,
+            )
         };
         if !(stale && matches!(self.config.auth, VaultAuth::AppRole { .. })) {
             return Ok(client);
@@ -232,14 +478,23 @@ impl Inner {
             );
             self.login_locked().await?;
         }
-        Ok(Arc::clone(&self.read().client))
+        Ok(Arc::clone(&self.read().clients[self.current_index()]))
+    }
+
+    fn current_index(&self) -> usize {
+        self.current
+            .load(Ordering::SeqCst)
+            .min(self.config.addresses.len() - 1)
     }
 
     /// Looks up the configured token and plans its renewal.
     async fn lookup_token(&self) -> Result<()> {
-        let client = Arc::clone(&self.read().client);
-        let info = vaultrs::token::lookup_self(&*client).await.map_err(|e| {
-            let e = map_error(e, self.op("token lookup", LOOKUP_PATH));
+        let info = self
+            .exec("token lookup", LOOKUP_PATH, |client| async move {
+                vaultrs::api::exec_with_result(&*client, LookupSelf).await
+            })
+            .await;
+        let info = info.map_err(|e| {
             if e.kind() == ErrorKind::PermissionDenied {
                 Error::new(
                     ErrorKind::PermissionDenied,
@@ -297,17 +552,20 @@ impl Inner {
             ));
         };
         let path = format!("auth/{}/login", self.config.approle_mount);
-        let auth = vaultrs::auth::approle::login(
-            &self.base,
-            &self.config.approle_mount,
-            // EXPOSE: the role id is sent to Vault's AppRole login endpoint.
-            role_id.expose_secret(),
-            // EXPOSE: the secret id is sent to Vault's AppRole login endpoint.
-            secret_id.expose_secret(),
-        )
-        .await
-        .map_err(|e| {
-            let e = map_error(e, self.op("AppRole login", &path));
+        let auth = self
+            .exec_tokenless("AppRole login", &path, |client| async move {
+                vaultrs::auth::approle::login(
+                    &*client,
+                    &self.config.approle_mount,
+                    // EXPOSE: the role id is sent to Vault's AppRole login endpoint.
+                    role_id.expose_secret(),
+                    // EXPOSE: the secret id is sent to Vault's AppRole login endpoint.
+                    secret_id.expose_secret(),
+                )
+                .await
+            })
+            .await
+            .map_err(|e| {
             if matches!(
                 e.kind(),
                 ErrorKind::PermissionDenied | ErrorKind::InvalidInput
@@ -338,10 +596,10 @@ impl Inner {
             renewable = auth.renewable,
             "logged in to Vault with AppRole"
         );
-        let client = Arc::new(derive_client(&self.base, Some(&token)));
+        let clients = derive_clients(&self.base, Some(&token), &self.config.addresses);
         {
             let mut s = self.write();
-            s.client = client;
+            s.clients = clients;
             s.lease = lease;
             s.next = next;
             s.generation += 1;
@@ -363,7 +621,11 @@ impl Inner {
     async fn renew(&self, generation: u64) {
         let (client, lease, failures) = {
             let s = self.read();
-            (Arc::clone(&s.client), s.lease, s.failures)
+            (
+                Arc::clone(&s.clients[self.current_index()]),
+                s.lease,
+                s.failures,
+            )
         };
         let Some(lease) = lease else { return };
         let increment = format!("{}s", lease.increment.as_secs().max(1));
