@@ -12,6 +12,8 @@ use url::{Host, Url};
 pub const DEFAULT_MOUNT: &str = "secret";
 /// Default path prefix under the mount.
 pub const DEFAULT_PATH_PREFIX: &str = "hive/credentials";
+/// Default JWT / OIDC auth mount.
+pub const DEFAULT_JWT_MOUNT: &str = "jwt";
 /// Default AppRole auth mount.
 pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
 /// Default time a request keeps looking for the active node of a cluster
@@ -36,6 +38,16 @@ pub enum VaultAuth {
         /// The secret id.
         secret_id: SecretString,
     },
+    /// JWT / OIDC machine login (`auth/{jwt_mount}/login`) with `role` and the JWT read
+    /// from `token_file` (a Kubernetes projected service-account token, a CI OIDC
+    /// token). The login is redone when the file changes or the Vault token expires;
+    /// the previous Vault token is then revoked (self-revoke) if it is still valid.
+    Jwt {
+        /// The role of the JWT auth method.
+        role: String,
+        /// The file the JWT is read from (surrounding whitespace is ignored).
+        token_file: PathBuf,
+    },
 }
 
 impl VaultAuth {
@@ -52,12 +64,26 @@ impl VaultAuth {
         }
     }
 
-    /// `"token"` or `"approle"`, for logs.
+    /// JWT / OIDC login with `role` and the JWT in `token_file`.
+    pub fn jwt(role: impl Into<String>, token_file: impl Into<PathBuf>) -> Self {
+        VaultAuth::Jwt {
+            role: role.into(),
+            token_file: token_file.into(),
+        }
+    }
+
+    /// `"token"`, `"approle"` or `"jwt"`, for logs.
     pub fn method(&self) -> &'static str {
         match self {
             VaultAuth::Token(_) => "token",
             VaultAuth::AppRole { .. } => "approle",
+            VaultAuth::Jwt { .. } => "jwt",
         }
+    }
+
+    /// Whether the storage logs in itself (AppRole, JWT) and can do so again.
+    pub(crate) fn logs_in(&self) -> bool {
+        matches!(self, VaultAuth::AppRole { .. } | VaultAuth::Jwt { .. })
     }
 }
 
@@ -69,6 +95,11 @@ impl fmt::Debug for VaultAuth {
                 .debug_struct("AppRole")
                 .field("role_id", &"[REDACTED]")
                 .field("secret_id", &"[REDACTED]")
+                .finish(),
+            VaultAuth::Jwt { role, token_file } => f
+                .debug_struct("Jwt")
+                .field("role", role)
+                .field("token_file", token_file)
                 .finish(),
         }
     }
@@ -121,6 +152,7 @@ pub struct VaultConfig {
     pub(crate) tls_server_name: Option<String>,
     pub(crate) allow_http: bool,
     pub(crate) approle_mount: String,
+    pub(crate) jwt_mount: String,
     pub(crate) timeout: Duration,
     pub(crate) renew: bool,
 }
@@ -143,6 +175,7 @@ impl fmt::Debug for VaultConfig {
             .field("tls_server_name", &self.tls_server_name)
             .field("allow_http", &self.allow_http)
             .field("approle_mount", &self.approle_mount)
+            .field("jwt_mount", &self.jwt_mount)
             .field("timeout", &self.timeout)
             .field("renew", &self.renew)
             .finish()
@@ -185,6 +218,7 @@ impl VaultConfig {
             tls_server_name: None,
             allow_http: false,
             approle_mount: DEFAULT_APPROLE_MOUNT.to_owned(),
+            jwt_mount: DEFAULT_JWT_MOUNT.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             renew: true,
         })
@@ -205,6 +239,8 @@ impl VaultConfig {
     /// | `HIVE_VAULT_TOKEN` | `VAULT_TOKEN` | token (required unless AppRole) |
     /// | `HIVE_VAULT_ROLE_ID`, `HIVE_VAULT_SECRET_ID` | | AppRole login (both, wins over a token) |
     /// | `HIVE_VAULT_APPROLE_MOUNT` | | AppRole mount, default `approle` |
+    /// | `HIVE_VAULT_JWT_ROLE`, `HIVE_VAULT_JWT_FILE` | | JWT / OIDC login: role and the file holding the JWT (both; wins over AppRole and a token) |
+    /// | `HIVE_VAULT_JWT_MOUNT` | | JWT auth mount, default `jwt` |
     /// | `HIVE_VAULT_PATH` | | path prefix, default `hive/credentials` |
     /// | `HIVE_VAULT_MOUNT` | | KV v2 mount, default `secret` |
     /// | `HIVE_VAULT_NAMESPACE` | `VAULT_NAMESPACE` | Vault Enterprise / OpenBao namespace |
@@ -231,7 +267,17 @@ impl VaultConfig {
         })?;
         let role_id = get("HIVE_VAULT_ROLE_ID");
         let secret_id = get("HIVE_VAULT_SECRET_ID");
+        let jwt = match (get("HIVE_VAULT_JWT_ROLE"), get("HIVE_VAULT_JWT_FILE")) {
+            (Some(role), Some(file)) => Some(VaultAuth::jwt(role.trim(), file.trim())),
+            (None, None) => None,
+            _ => {
+                return Err(Error::config(
+                    "only one of HIVE_VAULT_JWT_ROLE and HIVE_VAULT_JWT_FILE is set: JWT login needs the role and the file holding the JWT",
+                ));
+            }
+        };
         let auth = match (role_id, secret_id) {
+            _ if jwt.is_some() => jwt.expect("checked just above"),
             (Some(role_id), Some(secret_id)) => VaultAuth::approle(role_id, secret_id),
             (Some(_), None) => {
                 return Err(Error::config(
@@ -299,6 +345,10 @@ impl VaultConfig {
         }
         if let Some(v) = get("HIVE_VAULT_ALLOW_HTTP") {
             config.allow_http = parse_bool("HIVE_VAULT_ALLOW_HTTP", &v)?;
+        }
+        if let Some(mount) = get("HIVE_VAULT_JWT_MOUNT") {
+            config.jwt_mount = validate_path(&mount, false)
+                .map_err(|e| e.with_message_prefix("HIVE_VAULT_JWT_MOUNT"))?;
         }
         if let Some(mount) = get("HIVE_VAULT_APPROLE_MOUNT") {
             config.approle_mount = validate_path(&mount, false)
@@ -386,6 +436,12 @@ impl VaultConfig {
         self
     }
 
+    /// The JWT / OIDC auth mount (default `jwt`).
+    pub fn with_jwt_mount(mut self, mount: &str) -> Result<Self> {
+        self.jwt_mount = validate_path(mount, false)?;
+        Ok(self)
+    }
+
     /// The AppRole auth mount (default `approle`).
     pub fn with_approle_mount(mut self, mount: &str) -> Result<Self> {
         self.approle_mount = validate_path(mount, false)?;
@@ -457,6 +513,15 @@ impl VaultConfig {
                 role_id: clean_secret(role_id, "the AppRole role id")?,
                 secret_id: clean_secret(secret_id, "the AppRole secret id")?,
             },
+            VaultAuth::Jwt { role, token_file } => {
+                let role = role.trim();
+                if role.is_empty() || role.chars().any(char::is_control) {
+                    return Err(Error::config(
+                        "the JWT role is empty or holds control characters: check HIVE_VAULT_JWT_ROLE",
+                    ));
+                }
+                VaultAuth::jwt(role, token_file.clone())
+            }
         };
         if let Some(ns) = &self.namespace {
             let trimmed = ns.trim();
@@ -935,6 +1000,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn jwt_login_from_the_environment() {
+        let c = VaultConfig::from_lookup(lookup(&[
+            ("HIVE_VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("HIVE_VAULT_TOKEN", "ambient"),
+            ("HIVE_VAULT_JWT_ROLE", " agent "),
+            ("HIVE_VAULT_JWT_FILE", "/var/run/secrets/tokens/vault"),
+            ("HIVE_VAULT_JWT_MOUNT", "/jwt-k8s/"),
+        ]))
+        .unwrap()
+        .validated()
+        .unwrap();
+        assert_eq!(c.auth().method(), "jwt");
+        assert_eq!(c.jwt_mount, "jwt-k8s");
+        match c.auth() {
+            VaultAuth::Jwt { role, token_file } => {
+                assert_eq!(role, "agent");
+                assert_eq!(token_file, &PathBuf::from("/var/run/secrets/tokens/vault"));
+            }
+            other => panic!("unexpected auth {other:?}"),
+        }
+        let err = VaultConfig::from_lookup(lookup(&[
+            ("HIVE_VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("HIVE_VAULT_JWT_ROLE", "agent"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("HIVE_VAULT_JWT_FILE"), "{err}");
     }
 
     #[test]

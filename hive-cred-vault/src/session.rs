@@ -24,6 +24,8 @@ use crate::transport;
 
 /// The path of the renew-self endpoint, for errors.
 const RENEW_PATH: &str = "auth/token/renew-self";
+/// The path of the revoke-self endpoint, for errors.
+const REVOKE_PATH: &str = "auth/token/revoke-self";
 /// The path of the lookup-self endpoint, for errors.
 const LOOKUP_PATH: &str = "auth/token/lookup-self";
 /// Requests are made with a fresh token when the current one has less than this left.
@@ -64,6 +66,15 @@ struct Session {
     next: Option<Planned>,
     generation: u64,
     failures: u32,
+    /// The JWT file as it was at the last JWT login (modification time, length).
+    jwt_stamp: Option<FileStamp>,
+}
+
+type FileStamp = (Option<std::time::SystemTime>, u64);
+
+fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok(), meta.len()))
 }
 
 /// Shared state of a `VaultStorage` and its renewal task.
@@ -158,6 +169,22 @@ fn build_base(config: &VaultConfig) -> Result<VaultClient> {
     })
 }
 
+/// The JWT of a file without surrounding whitespace; a `Config` error naming the file
+/// (never the content) when it is empty or holds control characters.
+fn clean_jwt(raw: String, file: &std::path::Path) -> Result<SecretString> {
+    let raw = SecretString::from(raw);
+    // EXPOSE: checked and trimmed; only a new SecretString leaves.
+    let trimmed = raw.expose_secret().trim();
+    if trimmed.is_empty() || trimmed.chars().any(char::is_control) {
+        return Err(Error::config(format!(
+            "the JWT file {} is empty or holds more than one line: check HIVE_VAULT_JWT_FILE",
+            file.display()
+        ))
+        .with_context("backend", "vault"));
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
+}
+
 /// Whether an error means "this node cannot serve, another may": a failed connection,
 /// a broken-off response, a standby, sealed or leaderless node (429, 503), or a
 /// redirect / forwarding failure towards the active node.
@@ -231,7 +258,7 @@ fn plan(lease: Option<Lease>, auth: &VaultAuth, renew: bool, now: Instant) -> Op
     let lease = lease?;
     let left = lease.expires_at.saturating_duration_since(now);
     let at = now + left * 2 / 3;
-    let approle = matches!(auth, VaultAuth::AppRole { .. });
+    let approle = auth.logs_in();
     if lease.renewable && renew {
         Some(Planned {
             at,
@@ -259,7 +286,7 @@ impl Inner {
         let base = build_base(&config)?;
         let token = match &config.auth {
             VaultAuth::Token(t) => Some(t),
-            VaultAuth::AppRole { .. } => None,
+            VaultAuth::AppRole { .. } | VaultAuth::Jwt { .. } => None,
         };
         let clients = derive_clients(&base, token, &config.addresses);
         let inner = Arc::new(Inner {
@@ -271,6 +298,7 @@ impl Inner {
                 next: None,
                 generation: 0,
                 failures: 0,
+                jwt_stamp: None,
             }),
             current: AtomicUsize::new(0),
             login_lock: Mutex::new(()),
@@ -284,7 +312,7 @@ impl Inner {
         }
         match &inner.config.auth {
             VaultAuth::Token(_) => inner.lookup_token().await?,
-            VaultAuth::AppRole { .. } => inner.login().await?,
+            VaultAuth::AppRole { .. } | VaultAuth::Jwt { .. } => inner.login().await?,
         }
         let guard = if inner.read().next.is_some() {
             let weak = Arc::downgrade(&inner);
@@ -456,7 +484,7 @@ impl Inner {
     /// The client to send a request with. An AppRole token that has expired (the
     /// process slept through its renewal, say) is replaced by a new login first.
     pub(crate) async fn client(&self) -> Result<Arc<VaultClient>> {
-        let (client, stale, generation) = {
+        let (client, stale, generation, stamp) = {
             let s = self.read();
             let stale = s
                 .lease
@@ -465,16 +493,25 @@ impl Inner {
                 Arc::clone(&s.clients[self.current_index()]),
                 stale,
                 s.generation,
+                s.jwt_stamp,
             )
         };
-        if !(stale && matches!(self.config.auth, VaultAuth::AppRole { .. })) {
+        // A new JWT in the file (a rotated service-account token) means a new login.
+        let jwt_changed = match &self.config.auth {
+            VaultAuth::Jwt { token_file, .. } => file_stamp(token_file) != stamp,
+            _ => false,
+        };
+        if !((stale && self.config.auth.logs_in()) || jwt_changed) {
             return Ok(client);
         }
         let _one_login = self.login_lock.lock().await;
         if self.read().generation == generation {
             tracing::info!(
                 backend = "vault",
-                "Vault token expired; logging in again with AppRole"
+                method = self.config.auth.method(),
+                token_expired = stale,
+                jwt_file_changed = jwt_changed,
+                "logging in to Vault again"
             );
             self.login_locked().await?;
         }
@@ -545,27 +582,85 @@ impl Inner {
     }
 
     async fn login_locked(&self) -> Result<()> {
-        let VaultAuth::AppRole { role_id, secret_id } = &self.config.auth else {
-            return Err(Error::new(
-                ErrorKind::Unexpected,
-                "AppRole login requested without AppRole credentials",
-            ));
+        let (auth, jwt_stamp) = match &self.config.auth {
+            VaultAuth::AppRole { role_id, secret_id } => {
+                (self.approle_login(role_id, secret_id).await?, None)
+            }
+            VaultAuth::Jwt { role, token_file } => {
+                let stamp = file_stamp(token_file);
+                (self.jwt_login(role, token_file).await?, stamp)
+            }
+            VaultAuth::Token(_) => {
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    "a login was requested for a configured token",
+                ));
+            }
         };
+        let token = SecretString::from(auth.client_token);
+        let now = Instant::now();
+        let lease = (auth.lease_duration > 0).then(|| Lease {
+            expires_at: now + Duration::from_secs(auth.lease_duration),
+            increment: Duration::from_secs(auth.lease_duration),
+            renewable: auth.renewable,
+        });
+        let next = plan(lease, &self.config.auth, self.config.renew, now);
+        tracing::info!(
+            backend = "vault",
+            method = self.config.auth.method(),
+            ttl_secs = auth.lease_duration,
+            renewable = auth.renewable,
+            "logged in to Vault"
+        );
+        let clients = derive_clients(&self.base, Some(&token), &self.config.addresses);
+        let (old, old_lease) = {
+            let mut s = self.write();
+            let old = std::mem::replace(&mut s.clients, clients);
+            let old_lease = s.lease;
+            s.lease = lease;
+            s.next = next;
+            s.generation += 1;
+            s.failures = 0;
+            s.jwt_stamp = jwt_stamp;
+            (old, old_lease)
+        };
+        self.changed.notify_waiters();
+        // The token of the previous login is no longer needed: revoke it while it is
+        // still valid, so it is worth nothing if it leaked.
+        let still_valid = old_lease.is_some_and(|l| l.expires_at > Instant::now());
+        let had_token = old.first().is_some_and(|c| !c.settings.token.is_empty());
+        if still_valid && had_token {
+            let old = Arc::clone(&old[self.current_index()]);
+            match vaultrs::token::revoke_self(&*old).await {
+                Ok(()) => tracing::debug!(backend = "vault", "revoked the previous Vault token"),
+                Err(e) => {
+                    let err = map_error(e, self.op("token revocation", REVOKE_PATH));
+                    tracing::warn!(backend = "vault", error = %err, "could not revoke the previous Vault token");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn approle_login(
+        &self,
+        role_id: &SecretString,
+        secret_id: &SecretString,
+    ) -> Result<vaultrs::api::AuthInfo> {
         let path = format!("auth/{}/login", self.config.approle_mount);
-        let auth = self
-            .exec_tokenless("AppRole login", &path, |client| async move {
-                vaultrs::auth::approle::login(
-                    &*client,
-                    &self.config.approle_mount,
-                    // EXPOSE: the role id is sent to Vault's AppRole login endpoint.
-                    role_id.expose_secret(),
-                    // EXPOSE: the secret id is sent to Vault's AppRole login endpoint.
-                    secret_id.expose_secret(),
-                )
-                .await
-            })
+        self.exec_tokenless("AppRole login", &path, |client| async move {
+            vaultrs::auth::approle::login(
+                &*client,
+                &self.config.approle_mount,
+                // EXPOSE: the role id is sent to Vault's AppRole login endpoint.
+                role_id.expose_secret(),
+                // EXPOSE: the secret id is sent to Vault's AppRole login endpoint.
+                secret_id.expose_secret(),
+            )
             .await
-            .map_err(|e| {
+        })
+        .await
+        .map_err(|e| {
             if matches!(
                 e.kind(),
                 ErrorKind::PermissionDenied | ErrorKind::InvalidInput
@@ -581,32 +676,55 @@ impl Inner {
             } else {
                 e
             }
+        })
+    }
+
+    async fn jwt_login(
+        &self,
+        role: &str,
+        token_file: &std::path::Path,
+    ) -> Result<vaultrs::api::AuthInfo> {
+        let path = format!("auth/{}/login", self.config.jwt_mount);
+        let raw = std::fs::read_to_string(token_file).map_err(|e| {
+            Error::config(format!(
+                "cannot read the JWT file {} ({e}): check HIVE_VAULT_JWT_FILE",
+                token_file.display()
+            ))
+            .with_context("backend", "vault")
         })?;
-        let token = SecretString::from(auth.client_token);
-        let now = Instant::now();
-        let lease = (auth.lease_duration > 0).then(|| Lease {
-            expires_at: now + Duration::from_secs(auth.lease_duration),
-            increment: Duration::from_secs(auth.lease_duration),
-            renewable: auth.renewable,
-        });
-        let next = plan(lease, &self.config.auth, self.config.renew, now);
-        tracing::info!(
-            backend = "vault",
-            ttl_secs = auth.lease_duration,
-            renewable = auth.renewable,
-            "logged in to Vault with AppRole"
-        );
-        let clients = derive_clients(&self.base, Some(&token), &self.config.addresses);
-        {
-            let mut s = self.write();
-            s.clients = clients;
-            s.lease = lease;
-            s.next = next;
-            s.generation += 1;
-            s.failures = 0;
-        }
-        self.changed.notify_waiters();
-        Ok(())
+        let jwt = clean_jwt(raw, token_file)?;
+        self.exec_tokenless("JWT login", &path, |client| {
+            let jwt = &jwt;
+            async move {
+                vaultrs::auth::oidc::login(
+                    &*client,
+                    &self.config.jwt_mount,
+                    // EXPOSE: the JWT is sent to Vault's JWT login endpoint.
+                    jwt.expose_secret(),
+                    Some(role.to_owned()),
+                )
+                .await
+            }
+        })
+        .await
+        .map_err(|e| {
+            if matches!(
+                e.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::InvalidInput
+            ) {
+                Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "Vault rejected the JWT login at {path} for role {role:?}: the JWT in {} is expired, not signed by a trusted key, or its claims (audience, bound claims) do not match the role",
+                        token_file.display()
+                    ),
+                )
+                .with_context("backend", "vault")
+                .with_context("path", path.as_str())
+            } else {
+                e
+            }
+        })
     }
 
     /// Applies `f` to the session if it is still at `generation`.
@@ -629,7 +747,7 @@ impl Inner {
         };
         let Some(lease) = lease else { return };
         let increment = format!("{}s", lease.increment.as_secs().max(1));
-        let approle = matches!(self.config.auth, VaultAuth::AppRole { .. });
+        let approle = self.config.auth.logs_in();
         match vaultrs::token::renew_self(&*client, Some(&increment)).await {
             Ok(auth) => {
                 let now = Instant::now();
