@@ -25,7 +25,7 @@ use chrono::{TimeZone, Utc};
 use coordinated_refresh::endpoint::{Counts, StrictEndpoint};
 use coordinated_refresh::{
     FileClock, Params, Proc, RoundResult, Shared, fingerprint, go, local_shared, median_max_ms,
-    seed_credential, unix_nanos, vault_shared,
+    seed_credential, unix_nanos, vault_shared, vault_shared_at,
 };
 use hive_cred_core::{CredentialId, ExposeSecret};
 
@@ -443,4 +443,65 @@ async fn vault_agents_from_env_20_expiries_one_token_request_each() {
     };
     let _serial = SERIAL.lock().await;
     expiries_through_from_env(shared, "vault").await;
+}
+
+/// Agents built with `AgentRuntime::from_env()` in 3 processes (50 tasks each) share one
+/// credential on a 3-node OpenBao Raft cluster, `HIVE_VAULT_ADDR` listing every node.
+/// Tokens live 6 s; after round 2 the active node is killed (SIGKILL) while the next
+/// round starts. Every round still makes exactly one token request, no refresh token is
+/// reused, everyone gets the newest token, and storage holds the last refresh token
+/// issued (no acknowledged save lost). Prints how long the round across the kill took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_raft_agents_from_env_survive_the_active_node_being_killed() {
+    use hive_cred_vault::testkit::{RaftCluster, Target};
+    const ROUNDS: u32 = 6;
+    const KILL_AFTER: u32 = 2;
+    const PROCESSES: usize = 3;
+    let Some(mut cluster) = tokio::task::block_in_place(|| RaftCluster::start(3)) else {
+        return;
+    };
+    tokio::task::block_in_place(|| cluster.mount_kv());
+    let _serial = SERIAL.lock().await;
+    let shared = vault_shared_at(Target {
+        addr: cluster.addrs().join(","),
+        root_token: cluster.root_token().to_owned(),
+    })
+    .await;
+    let endpoint = StrictEndpoint::start(6).await;
+    let id = format!("raft-{:016x}", rand::random::<u64>());
+    shared
+        .storage
+        .save(&seed_credential(
+            &id,
+            endpoint.current_refresh_token(),
+            Utc::now(),
+        ))
+        .await
+        .unwrap();
+    let coord = tempfile::tempdir().unwrap();
+    let mut p = params(&shared, &endpoint, &id, coord.path());
+    p.rounds = (0, ROUNDS);
+    p.min_interval_secs = Some(0);
+    let procs = spawn_ready(PROCESSES, &p, &shared);
+    for round in 0..ROUNDS {
+        let started = std::time::Instant::now();
+        go(coord.path(), round);
+        let results: Vec<RoundResult> = procs.iter().map(Proc::result).collect();
+        assert_one_request_per_expiry(&results, &endpoint, round, "vault raft");
+        if round == KILL_AFTER + 1 {
+            println!(
+                "vault raft: the round started while the cluster elected a new leader took {:?}",
+                started.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(3300)).await;
+        if round == KILL_AFTER {
+            let active = tokio::task::block_in_place(|| cluster.wait_active());
+            tokio::task::block_in_place(|| cluster.kill(active));
+        }
+    }
+    for proc in procs {
+        proc.finish();
+    }
+    assert_persisted(&shared, &id, &endpoint).await;
 }

@@ -1,7 +1,9 @@
 //! Benchmarks of `VaultStorage` against a real OpenBao dev server
 //! (`HIVE_TEST_VAULT_ADDR` / `HIVE_TEST_VAULT_TOKEN`, else one started from
 //! `HIVE_TEST_BAO_BIN` or `bao` on PATH): load, save and list with 1,000 credentials
-//! stored, and a warm `CredentialStore::get` (served from memory, no network).
+//! stored, a warm `CredentialStore::get` (served from memory, no network), and a cold
+//! `CredentialStore::get` (a fresh store: one KV read) over loopback TLS against a
+//! `-dev-tls` server vs over plain HTTP against a plain dev server.
 #![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
 
 #[path = "../tests/support/mod.rs"]
@@ -15,6 +17,7 @@ use futures::StreamExt;
 use hive_cred_core::{
     CredentialId, CredentialObject, CredentialStorage, CredentialStore, CredentialType,
 };
+use hive_cred_vault::{VaultAuth, VaultConfig, VaultStorage};
 
 const STORED: usize = 1_000;
 
@@ -105,5 +108,47 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// `CredentialStore::get` through a fresh store (nothing cached: one KV read over a
+/// pooled connection) against a plain dev server and a `-dev-tls` one.
+fn cold_get(c: &mut Criterion) {
+    let (Some(plain), Some(tls)) = (support::own_server(None), support::own_tls_server()) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = CredentialId::new("cold").unwrap();
+    let mut group = c.benchmark_group("vault_cold_get");
+    for (name, config) in [
+        (
+            "http",
+            VaultConfig::new(&plain.addr(), VaultAuth::token(support::ROOT_TOKEN)).unwrap(),
+        ),
+        (
+            "tls",
+            VaultConfig::new(&tls.addr(), VaultAuth::token(support::ROOT_TOKEN))
+                .unwrap()
+                .with_ca_cert(tls.tls_ca()),
+        ),
+    ] {
+        let storage: Arc<dyn CredentialStorage> =
+            Arc::new(rt.block_on(VaultStorage::new(config)).unwrap());
+        rt.block_on(storage.save(&credential(&id, "access-token-value")))
+            .unwrap();
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let store = CredentialStore::builder()
+                    .storage(storage.clone())
+                    .build()
+                    .unwrap();
+                store.get("cold").await.unwrap()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, cold_get);
 criterion_main!(benches);

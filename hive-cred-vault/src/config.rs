@@ -12,8 +12,13 @@ use url::{Host, Url};
 pub const DEFAULT_MOUNT: &str = "secret";
 /// Default path prefix under the mount.
 pub const DEFAULT_PATH_PREFIX: &str = "hive/credentials";
+/// Default JWT / OIDC auth mount.
+pub const DEFAULT_JWT_MOUNT: &str = "jwt";
 /// Default AppRole auth mount.
 pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
+/// Default time a request keeps looking for the active node of a cluster
+/// ([`VaultConfig::with_failover_timeout`]).
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default timeout of one HTTP request to Vault.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,6 +38,16 @@ pub enum VaultAuth {
         /// The secret id.
         secret_id: SecretString,
     },
+    /// JWT / OIDC machine login (`auth/{jwt_mount}/login`) with `role` and the JWT read
+    /// from `token_file` (a Kubernetes projected service-account token, a CI OIDC
+    /// token). The login is redone when the file changes or the Vault token expires;
+    /// the previous Vault token is then revoked (self-revoke) if it is still valid.
+    Jwt {
+        /// The role of the JWT auth method.
+        role: String,
+        /// The file the JWT is read from (surrounding whitespace is ignored).
+        token_file: PathBuf,
+    },
 }
 
 impl VaultAuth {
@@ -49,12 +64,26 @@ impl VaultAuth {
         }
     }
 
-    /// `"token"` or `"approle"`, for logs.
+    /// JWT / OIDC login with `role` and the JWT in `token_file`.
+    pub fn jwt(role: impl Into<String>, token_file: impl Into<PathBuf>) -> Self {
+        VaultAuth::Jwt {
+            role: role.into(),
+            token_file: token_file.into(),
+        }
+    }
+
+    /// `"token"`, `"approle"` or `"jwt"`, for logs.
     pub fn method(&self) -> &'static str {
         match self {
             VaultAuth::Token(_) => "token",
             VaultAuth::AppRole { .. } => "approle",
+            VaultAuth::Jwt { .. } => "jwt",
         }
+    }
+
+    /// Whether the storage logs in itself (AppRole, JWT) and can do so again.
+    pub(crate) fn logs_in(&self) -> bool {
+        matches!(self, VaultAuth::AppRole { .. } | VaultAuth::Jwt { .. })
     }
 }
 
@@ -66,6 +95,11 @@ impl fmt::Debug for VaultAuth {
                 .debug_struct("AppRole")
                 .field("role_id", &"[REDACTED]")
                 .field("secret_id", &"[REDACTED]")
+                .finish(),
+            VaultAuth::Jwt { role, token_file } => f
+                .debug_struct("Jwt")
+                .field("role", role)
+                .field("token_file", token_file)
                 .finish(),
         }
     }
@@ -103,7 +137,11 @@ impl fmt::Debug for VaultAuth {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct VaultConfig {
+    /// The first of `addresses`.
     pub(crate) address: Url,
+    /// Every server of the cluster, in the order given.
+    pub(crate) addresses: Vec<Url>,
+    pub(crate) failover_timeout: Duration,
     pub(crate) auth: VaultAuth,
     pub(crate) mount: String,
     pub(crate) path_prefix: String,
@@ -114,6 +152,7 @@ pub struct VaultConfig {
     pub(crate) tls_server_name: Option<String>,
     pub(crate) allow_http: bool,
     pub(crate) approle_mount: String,
+    pub(crate) jwt_mount: String,
     pub(crate) timeout: Duration,
     pub(crate) renew: bool,
 }
@@ -121,7 +160,11 @@ pub struct VaultConfig {
 impl fmt::Debug for VaultConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VaultConfig")
-            .field("address", &self.address.as_str())
+            .field(
+                "addresses",
+                &self.addresses.iter().map(Url::as_str).collect::<Vec<_>>(),
+            )
+            .field("failover_timeout", &self.failover_timeout)
             .field("auth", &self.auth)
             .field("mount", &self.mount)
             .field("path_prefix", &self.path_prefix)
@@ -132,6 +175,7 @@ impl fmt::Debug for VaultConfig {
             .field("tls_server_name", &self.tls_server_name)
             .field("allow_http", &self.allow_http)
             .field("approle_mount", &self.approle_mount)
+            .field("jwt_mount", &self.jwt_mount)
             .field("timeout", &self.timeout)
             .field("renew", &self.renew)
             .finish()
@@ -139,14 +183,31 @@ impl fmt::Debug for VaultConfig {
 }
 
 impl VaultConfig {
-    /// A configuration for the server at `address` (`http://` or `https://`).
+    /// A configuration for the server at `address` (`http://` or `https://`), or for
+    /// the servers of one HA cluster listed comma-separated
+    /// (`https://vault-0:8200,https://vault-1:8200`): requests go to the first that is
+    /// the active node, and move to the next on connection failure or when a node
+    /// stops being active (see [`with_failover_timeout`](Self::with_failover_timeout)).
     ///
     /// Fails with `ErrorKind::Config` when the address is not such a URL. A plain
     /// `http://` address to a host other than loopback is refused when the storage
     /// connects, unless [`with_allow_http`](Self::with_allow_http) allows it.
     pub fn new(address: &str, auth: VaultAuth) -> Result<Self> {
+        let addresses = address
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(parse_address)
+            .collect::<Result<Vec<_>>>()?;
+        let Some(first) = addresses.first().cloned() else {
+            return Err(Error::config(
+                "the Vault address is empty: expected a URL like https://vault.example.com:8200",
+            ));
+        };
         Ok(VaultConfig {
-            address: parse_address(address)?,
+            address: first,
+            addresses,
+            failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
             auth,
             mount: DEFAULT_MOUNT.to_owned(),
             path_prefix: DEFAULT_PATH_PREFIX.to_owned(),
@@ -157,6 +218,7 @@ impl VaultConfig {
             tls_server_name: None,
             allow_http: false,
             approle_mount: DEFAULT_APPROLE_MOUNT.to_owned(),
+            jwt_mount: DEFAULT_JWT_MOUNT.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             renew: true,
         })
@@ -173,10 +235,12 @@ impl VaultConfig {
     ///
     /// | variable | fallback | meaning |
     /// |---|---|---|
-    /// | `HIVE_VAULT_ADDR` | `VAULT_ADDR` | server URL (required) |
+    /// | `HIVE_VAULT_ADDR` | `VAULT_ADDR` | server URL (required); several, comma-separated, for an HA cluster |
     /// | `HIVE_VAULT_TOKEN` | `VAULT_TOKEN` | token (required unless AppRole) |
     /// | `HIVE_VAULT_ROLE_ID`, `HIVE_VAULT_SECRET_ID` | | AppRole login (both, wins over a token) |
     /// | `HIVE_VAULT_APPROLE_MOUNT` | | AppRole mount, default `approle` |
+    /// | `HIVE_VAULT_JWT_ROLE`, `HIVE_VAULT_JWT_FILE` | | JWT / OIDC login: role and the file holding the JWT (both; wins over AppRole and a token) |
+    /// | `HIVE_VAULT_JWT_MOUNT` | | JWT auth mount, default `jwt` |
     /// | `HIVE_VAULT_PATH` | | path prefix, default `hive/credentials` |
     /// | `HIVE_VAULT_MOUNT` | | KV v2 mount, default `secret` |
     /// | `HIVE_VAULT_NAMESPACE` | `VAULT_NAMESPACE` | Vault Enterprise / OpenBao namespace |
@@ -186,6 +250,7 @@ impl VaultConfig {
     /// | `HIVE_VAULT_TLS_SERVER_NAME` | `VAULT_TLS_SERVER_NAME` | name to verify the server certificate against |
     /// | `HIVE_VAULT_ALLOW_HTTP` | | `1`/`true`: allow `http://` to a non-loopback host |
     /// | `HIVE_VAULT_TIMEOUT` | | request timeout: `10`, `10s` or `500ms` |
+    /// | `HIVE_VAULT_FAILOVER_TIMEOUT` | | how long a request looks for the active node of a cluster (default `20s`) |
     ///
     /// A missing address or missing credentials is an `ErrorKind::Config` error that
     /// names the variables to set. `HIVE_VAULT_SKIP_VERIFY` or `VAULT_SKIP_VERIFY` set to
@@ -202,7 +267,17 @@ impl VaultConfig {
         })?;
         let role_id = get("HIVE_VAULT_ROLE_ID");
         let secret_id = get("HIVE_VAULT_SECRET_ID");
+        let jwt = match (get("HIVE_VAULT_JWT_ROLE"), get("HIVE_VAULT_JWT_FILE")) {
+            (Some(role), Some(file)) => Some(VaultAuth::jwt(role.trim(), file.trim())),
+            (None, None) => None,
+            _ => {
+                return Err(Error::config(
+                    "only one of HIVE_VAULT_JWT_ROLE and HIVE_VAULT_JWT_FILE is set: JWT login needs the role and the file holding the JWT",
+                ));
+            }
+        };
         let auth = match (role_id, secret_id) {
+            _ if jwt.is_some() => jwt.expect("checked just above"),
             (Some(role_id), Some(secret_id)) => VaultAuth::approle(role_id, secret_id),
             (Some(_), None) => {
                 return Err(Error::config(
@@ -261,7 +336,7 @@ impl VaultConfig {
         }
         for var in ["HIVE_VAULT_SKIP_VERIFY", "VAULT_SKIP_VERIFY"] {
             if let Some(v) = get(var) {
-                if !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "f" | "false") {
+                if parse_bool(var, &v)? {
                     return Err(Error::config(format!(
                         "{var} is set: hive-cred never turns off TLS certificate verification, because the Vault token would go to whoever answers; trust the server's CA with HIVE_VAULT_CACERT / VAULT_CACERT (or VAULT_CAPATH) and unset {var}"
                     )));
@@ -269,23 +344,21 @@ impl VaultConfig {
             }
         }
         if let Some(v) = get("HIVE_VAULT_ALLOW_HTTP") {
-            config.allow_http = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                _ => {
-                    return Err(Error::config(format!(
-                        "invalid HIVE_VAULT_ALLOW_HTTP {:?}: expected 1/true or 0/false",
-                        v.trim()
-                    )));
-                }
-            };
+            config.allow_http = parse_bool("HIVE_VAULT_ALLOW_HTTP", &v)?;
+        }
+        if let Some(mount) = get("HIVE_VAULT_JWT_MOUNT") {
+            config.jwt_mount = validate_path(&mount, false)
+                .map_err(|e| e.with_message_prefix("HIVE_VAULT_JWT_MOUNT"))?;
         }
         if let Some(mount) = get("HIVE_VAULT_APPROLE_MOUNT") {
             config.approle_mount = validate_path(&mount, false)
                 .map_err(|e| e.with_message_prefix("HIVE_VAULT_APPROLE_MOUNT"))?;
         }
         if let Some(t) = get("HIVE_VAULT_TIMEOUT") {
-            config.timeout = parse_timeout(&t)?;
+            config.timeout = parse_timeout("HIVE_VAULT_TIMEOUT", &t)?;
+        }
+        if let Some(t) = get("HIVE_VAULT_FAILOVER_TIMEOUT") {
+            config.failover_timeout = parse_timeout("HIVE_VAULT_FAILOVER_TIMEOUT", &t)?;
         }
         config.validated()
     }
@@ -353,6 +426,22 @@ impl VaultConfig {
         self
     }
 
+    /// How long a request to a cluster of several addresses keeps looking for the
+    /// active node when the one it used fails to answer or is no longer active
+    /// (default 20 s, [`DEFAULT_FAILOVER_TIMEOUT`]): it probes every address's
+    /// `sys/health`, waiting 100 ms to 1 s between rounds, then fails with the last
+    /// error (`ErrorKind::Unavailable` for an outage). A single address is never retried.
+    pub fn with_failover_timeout(mut self, timeout: Duration) -> Self {
+        self.failover_timeout = timeout;
+        self
+    }
+
+    /// The JWT / OIDC auth mount (default `jwt`).
+    pub fn with_jwt_mount(mut self, mount: &str) -> Result<Self> {
+        self.jwt_mount = validate_path(mount, false)?;
+        Ok(self)
+    }
+
     /// The AppRole auth mount (default `approle`).
     pub fn with_approle_mount(mut self, mount: &str) -> Result<Self> {
         self.approle_mount = validate_path(mount, false)?;
@@ -371,9 +460,14 @@ impl VaultConfig {
         self
     }
 
-    /// The server address.
+    /// The server address (the first, when several are configured).
     pub fn address(&self) -> &str {
         self.address.as_str()
+    }
+
+    /// Every configured server address, in order.
+    pub fn addresses(&self) -> Vec<&str> {
+        self.addresses.iter().map(Url::as_str).collect()
     }
 
     /// The KV v2 mount.
@@ -401,12 +495,14 @@ impl VaultConfig {
     /// not go into a header. Trims surrounding whitespace (a token read from a file
     /// ends with a newline) off the token, role id and secret id. Never echoes them.
     pub(crate) fn validated(mut self) -> Result<Self> {
-        if self.address.scheme() == "http" && !self.allow_http {
-            let loopback = self.address.host().is_some_and(is_loopback);
-            if !loopback {
+        for address in &self.addresses {
+            if address.scheme() == "http"
+                && !self.allow_http
+                && !address.host().is_some_and(is_loopback)
+            {
                 return Err(Error::config(format!(
                     "refusing plain http:// for the Vault at {}: the Vault token, AppRole secret id and every credential value would travel unencrypted; use https://, or allow plain HTTP explicitly with HIVE_VAULT_ALLOW_HTTP=1 (VaultConfig::with_allow_http(true)) on a network you trust",
-                    self.address.host_str().unwrap_or_default()
+                    address.host_str().unwrap_or_default()
                 ))
                 .with_context("backend", "vault"));
             }
@@ -417,6 +513,15 @@ impl VaultConfig {
                 role_id: clean_secret(role_id, "the AppRole role id")?,
                 secret_id: clean_secret(secret_id, "the AppRole secret id")?,
             },
+            VaultAuth::Jwt { role, token_file } => {
+                let role = role.trim();
+                if role.is_empty() || role.chars().any(char::is_control) {
+                    return Err(Error::config(
+                        "the JWT role is empty or holds control characters: check HIVE_VAULT_JWT_ROLE",
+                    ));
+                }
+                VaultAuth::jwt(role, token_file.clone())
+            }
         };
         if let Some(ns) = &self.namespace {
             let trimmed = ns.trim();
@@ -530,7 +635,20 @@ fn validate_path(raw: &str, allow_empty: bool) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
-fn parse_timeout(raw: &str) -> Result<Duration> {
+/// The one yes/no parser of the `HIVE_VAULT_*` switches: `1`/`true`/`yes`/`on` or
+/// `0`/`false`/`no`/`off` (any case); anything else is a `Config` error naming `var`.
+pub(crate) fn parse_bool(var: &str, raw: &str) -> Result<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::config(format!(
+            "invalid {var} {:?}: expected 1/true/yes/on or 0/false/no/off",
+            raw.trim()
+        ))),
+    }
+}
+
+fn parse_timeout(var: &str, raw: &str) -> Result<Duration> {
     let raw = raw.trim();
     let parsed = if let Some(ms) = raw.strip_suffix("ms") {
         ms.trim().parse::<u64>().ok().map(Duration::from_millis)
@@ -545,7 +663,7 @@ fn parse_timeout(raw: &str) -> Result<Duration> {
     match parsed {
         Some(d) if !d.is_zero() => Ok(d),
         _ => Err(Error::config(format!(
-            "invalid HIVE_VAULT_TIMEOUT {raw:?}: expected a positive number of seconds (`10`, `10s`) or milliseconds (`500ms`)"
+            "invalid {var} {raw:?}: expected a positive number of seconds (`10`, `10s`) or milliseconds (`500ms`)"
         ))),
     }
 }
@@ -840,6 +958,91 @@ mod tests {
             assert!(err.message().contains(var), "{err}");
             assert!(err.message().contains("VAULT_CACERT"), "{err}");
         }
+    }
+
+    #[test]
+    fn several_addresses_are_one_cluster() {
+        let c = VaultConfig::from_lookup(lookup(&[
+            (
+                "HIVE_VAULT_ADDR",
+                " http://127.0.0.1:8200 , http://127.0.0.1:8201,,http://localhost:8202 ",
+            ),
+            ("HIVE_VAULT_TOKEN", "t"),
+            ("HIVE_VAULT_FAILOVER_TIMEOUT", "5s"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.addresses(),
+            [
+                "http://127.0.0.1:8200/",
+                "http://127.0.0.1:8201/",
+                "http://localhost:8202/"
+            ]
+        );
+        assert_eq!(c.address(), "http://127.0.0.1:8200/");
+        assert_eq!(c.failover_timeout, Duration::from_secs(5));
+        // Every address is checked: one plain-HTTP address off loopback is refused.
+        let err = VaultConfig::new(
+            "https://vault-0.example.invalid,http://vault-1.example.invalid",
+            VaultAuth::token("t"),
+        )
+        .unwrap()
+        .validated()
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("vault-1.example.invalid"), "{err}");
+        for bad in [",", " , ", "http://127.0.0.1:1,vault"] {
+            assert_eq!(
+                VaultConfig::new(bad, VaultAuth::token("t"))
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::Config,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn jwt_login_from_the_environment() {
+        let c = VaultConfig::from_lookup(lookup(&[
+            ("HIVE_VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("HIVE_VAULT_TOKEN", "ambient"),
+            ("HIVE_VAULT_JWT_ROLE", " agent "),
+            ("HIVE_VAULT_JWT_FILE", "/var/run/secrets/tokens/vault"),
+            ("HIVE_VAULT_JWT_MOUNT", "/jwt-k8s/"),
+        ]))
+        .unwrap()
+        .validated()
+        .unwrap();
+        assert_eq!(c.auth().method(), "jwt");
+        assert_eq!(c.jwt_mount, "jwt-k8s");
+        match c.auth() {
+            VaultAuth::Jwt { role, token_file } => {
+                assert_eq!(role, "agent");
+                assert_eq!(token_file, &PathBuf::from("/var/run/secrets/tokens/vault"));
+            }
+            other => panic!("unexpected auth {other:?}"),
+        }
+        let err = VaultConfig::from_lookup(lookup(&[
+            ("HIVE_VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("HIVE_VAULT_JWT_ROLE", "agent"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("HIVE_VAULT_JWT_FILE"), "{err}");
+    }
+
+    #[test]
+    fn one_yes_no_parser() {
+        for yes in ["1", "true", "TRUE", " yes ", "on"] {
+            assert!(parse_bool("X", yes).unwrap(), "{yes}");
+        }
+        for no in ["0", "false", "No", "off"] {
+            assert!(!parse_bool("X", no).unwrap(), "{no}");
+        }
+        let err = parse_bool("HIVE_VAULT_ALLOW_HTTP", "maybe").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("HIVE_VAULT_ALLOW_HTTP"), "{err}");
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod storage;
 mod transport;
 
 pub use config::{
-    DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PATH_PREFIX, DEFAULT_TIMEOUT, VaultAuth,
-    VaultConfig,
+    DEFAULT_APPROLE_MOUNT, DEFAULT_FAILOVER_TIMEOUT, DEFAULT_JWT_MOUNT, DEFAULT_MOUNT,
+    DEFAULT_PATH_PREFIX, DEFAULT_TIMEOUT, VaultAuth, VaultConfig,
 };
 pub use record::{LAYOUT_VERSION, META_FIELD};
 pub use storage::VaultStorage;

@@ -53,7 +53,6 @@ use serde_json::Value;
 use tokio::time::Instant;
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequest, SetSecretRequestOptions};
 
-use crate::error::{Op, map_error};
 use crate::session::Inner;
 use crate::storage::request_error;
 
@@ -150,14 +149,6 @@ impl<'a> Lease<'a> {
         }
     }
 
-    fn op(&self, name: &'static str) -> Op<'_> {
-        Op {
-            name,
-            path: &self.path,
-            address: self.inner.config.address(),
-        }
-    }
-
     fn context(&self, e: Error) -> Error {
         e.with_context("id", self.id)
             .with_context("backend", "vault")
@@ -166,16 +157,24 @@ impl<'a> Lease<'a> {
 
     /// Reads the lock secret and classifies it.
     async fn read(&self) -> Result<Seen> {
-        let request = ReadSecretRequest::builder()
-            .mount(self.inner.config.mount())
-            .path(&self.secret)
-            .build()
-            .map_err(request_error)?;
-        let client = self.inner.client().await?;
-        let response = match vaultrs::api::exec_with_result(&*client, request).await {
+        let build = || {
+            ReadSecretRequest::builder()
+                .mount(self.inner.config.mount())
+                .path(&self.secret)
+                .build()
+                .map_err(request_error)
+        };
+        build()?;
+        let response = self
+            .inner
+            .exec("lock read", &self.path, |client| {
+                let request = build().expect("the same request was built above");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await;
+        let response = match response {
             Ok(r) => r,
             Err(e) => {
-                let e = map_error(e, self.op("lock read"));
                 return if e.kind() == ErrorKind::NotFound {
                     // 404: no lock secret, or its latest version was deleted by hand
                     // (Vault answers that with 404 too). Metadata tells which.
@@ -222,13 +221,22 @@ impl<'a> Lease<'a> {
     /// someone else between the read and this metadata read (busy: its live version
     /// must never be overwritten on the strength of the earlier 404).
     async fn after_not_found(&self) -> Result<Seen> {
-        let request = vaultrs::api::kv2::requests::ReadSecretMetadataRequest::builder()
-            .mount(self.inner.config.mount())
-            .path(&self.secret)
-            .build()
-            .map_err(request_error)?;
-        let client = self.inner.client().await?;
-        match vaultrs::api::exec_with_result(&*client, request).await {
+        let build = || {
+            vaultrs::api::kv2::requests::ReadSecretMetadataRequest::builder()
+                .mount(self.inner.config.mount())
+                .path(&self.secret)
+                .build()
+                .map_err(request_error)
+        };
+        build()?;
+        let meta = self
+            .inner
+            .exec("lock read", &self.path, |client| {
+                let request = build().expect("the same request was built above");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await;
+        match meta {
             Ok(meta) => {
                 let live = meta
                     .versions
@@ -243,7 +251,6 @@ impl<'a> Lease<'a> {
                 }
             }
             Err(e) => {
-                let e = map_error(e, self.op("lock read"));
                 if e.kind() == ErrorKind::NotFound {
                     Ok(Seen::Free { cas: 0 })
                 } else {
@@ -268,18 +275,31 @@ impl<'a> Lease<'a> {
                 format!("could not encode the lock record: {e}"),
             )
         })?;
-        let request = SetSecretRequest::builder()
-            .mount(self.inner.config.mount())
-            .path(&self.secret)
-            .data(data)
-            .options(SetSecretRequestOptions { cas })
-            .build()
-            .map_err(request_error)?;
-        let client = self.inner.client().await?;
-        match vaultrs::api::exec_with_result(&*client, request).await {
+        let build = || {
+            SetSecretRequest::builder()
+                .mount(self.inner.config.mount())
+                .path(&self.secret)
+                .data(data.clone())
+                .options(SetSecretRequestOptions { cas })
+                .build()
+                .map_err(request_error)
+        };
+        build()?;
+        let (written, ambiguous) = self
+            .inner
+            .exec_tracked(op, &self.path, |client| {
+                let request = build().expect("the same request was built above");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await;
+        match written {
             Ok(written) => Ok(Some(written.version)),
+            Err(e) if e.kind() == ErrorKind::Conflict && ambiguous => {
+                // An attempt whose answer was lost may have written the record: if the
+                // version after `cas` holds exactly it, that write was ours.
+                Ok(self.written_by_us(&data, cas).await)
+            }
             Err(e) => {
-                let e = map_error(e, self.op(op));
                 if e.kind() == ErrorKind::Conflict {
                     Ok(None)
                 } else {
@@ -287,6 +307,25 @@ impl<'a> Lease<'a> {
                 }
             }
         }
+    }
+
+    /// The version after `cas` if it holds exactly `data`.
+    async fn written_by_us(&self, data: &serde_json::Value, cas: u32) -> Option<u64> {
+        let version = u64::from(cas) + 1;
+        let read = self
+            .inner
+            .exec("lock read", &self.path, |client| {
+                let request = ReadSecretRequest::builder()
+                    .mount(self.inner.config.mount())
+                    .path(&self.secret)
+                    .version(version)
+                    .build()
+                    .expect("a read request with a mount and a path builds");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await
+            .ok()?;
+        (read.data == *data).then_some(version)
     }
 
     /// One attempt: the held version, or who holds it until when.

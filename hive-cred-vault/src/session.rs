@@ -5,14 +5,18 @@
 //! two thirds of its TTL, redoes the AppRole login when renewal is no longer possible,
 //! and ends when the storage is dropped (the task is also aborted then).
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use hive_cred_core::{Error, ErrorKind, ExposeSecret, Result, SecretString};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
+use url::Url;
 use vaultrs::api::EndpointMiddleware;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
 
 use crate::config::{VaultAuth, VaultConfig};
 use crate::error::{Op, map_error};
@@ -20,10 +24,18 @@ use crate::transport;
 
 /// The path of the renew-self endpoint, for errors.
 const RENEW_PATH: &str = "auth/token/renew-self";
+/// The path of the revoke-self endpoint, for errors.
+const REVOKE_PATH: &str = "auth/token/revoke-self";
 /// The path of the lookup-self endpoint, for errors.
 const LOOKUP_PATH: &str = "auth/token/lookup-self";
 /// Requests are made with a fresh token when the current one has less than this left.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+/// First wait between failover rounds; it doubles up to [`FAILOVER_MAX_DELAY`].
+const FAILOVER_FIRST_DELAY: Duration = Duration::from_millis(100);
+/// Longest wait between failover rounds.
+const FAILOVER_MAX_DELAY: Duration = Duration::from_secs(1);
+/// Timeout of one `sys/health` probe.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upper bound of the wait between failed renewal or login attempts.
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
@@ -48,11 +60,21 @@ struct Planned {
 }
 
 struct Session {
-    client: Arc<VaultClient>,
+    /// One client per configured address, all with the current token.
+    clients: Vec<Arc<VaultClient>>,
     lease: Option<Lease>,
     next: Option<Planned>,
     generation: u64,
     failures: u32,
+    /// The JWT file as it was at the last JWT login (modification time, length).
+    jwt_stamp: Option<FileStamp>,
+}
+
+type FileStamp = (Option<std::time::SystemTime>, u64);
+
+fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok(), meta.len()))
 }
 
 /// Shared state of a `VaultStorage` and its renewal task.
@@ -62,6 +84,8 @@ pub(crate) struct Inner {
     /// connection pool) and the client of AppRole logins.
     base: VaultClient,
     session: RwLock<Session>,
+    /// The index of the address requests go to (the active node, as last seen).
+    current: AtomicUsize,
     login_lock: Mutex<()>,
     /// Wakes the renewal task when the session changes outside it (on-demand login).
     changed: Arc<Notify>,
@@ -83,8 +107,20 @@ fn internal(message: impl std::fmt::Display) -> Error {
     )
 }
 
-/// A client sharing `base`'s HTTP connection pool, sending `token`.
-fn derive_client(base: &VaultClient, token: Option<&SecretString>) -> VaultClient {
+/// One client per configured address, sharing `base`'s connection pool, sending `token`.
+fn derive_clients(
+    base: &VaultClient,
+    token: Option<&SecretString>,
+    addresses: &[Url],
+) -> Vec<Arc<VaultClient>> {
+    addresses
+        .iter()
+        .map(|a| Arc::new(derive_client(base, token, a)))
+        .collect()
+}
+
+/// A client sharing `base`'s HTTP connection pool, sending `token` to `address`.
+fn derive_client(base: &VaultClient, token: Option<&SecretString>, address: &Url) -> VaultClient {
     let token = match token {
         // vaultrs keeps the token as a plain String in its settings (never printed here).
         // EXPOSE: vaultrs sends the token to Vault in the X-Vault-Token header.
@@ -93,10 +129,11 @@ fn derive_client(base: &VaultClient, token: Option<&SecretString>) -> VaultClien
     };
     let mut settings = base.settings.clone();
     settings.token.clone_from(&token);
+    settings.address = address.clone();
     let mut middle = base.middle.clone();
     middle.token = token;
     VaultClient {
-        http: rustify::clients::reqwest::Client::new(&base.http.base, base.http.http.clone()),
+        http: rustify::clients::reqwest::Client::new(address.as_str(), base.http.http.clone()),
         middle,
         settings,
     }
@@ -132,12 +169,96 @@ fn build_base(config: &VaultConfig) -> Result<VaultClient> {
     })
 }
 
+/// The JWT of a file without surrounding whitespace; a `Config` error naming the file
+/// (never the content) when it is empty or holds control characters.
+fn clean_jwt(raw: String, file: &std::path::Path) -> Result<SecretString> {
+    let raw = SecretString::from(raw);
+    // EXPOSE: checked and trimmed; only a new SecretString leaves.
+    let trimmed = raw.expose_secret().trim();
+    if trimmed.is_empty() || trimmed.chars().any(char::is_control) {
+        return Err(Error::config(format!(
+            "the JWT file {} is empty or holds more than one line: check HIVE_VAULT_JWT_FILE",
+            file.display()
+        ))
+        .with_context("backend", "vault"));
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
+}
+
+/// Whether an error means "this node cannot serve, another may": a failed connection,
+/// a broken-off response, a standby, sealed or leaderless node (429, 503), or a
+/// redirect / forwarding failure towards the active node.
+fn fails_over(err: &ClientError) -> bool {
+    use rustify::errors::ClientError as HttpError;
+    match err {
+        ClientError::RestClientError { source } => match source {
+            HttpError::RequestError { source, .. } => {
+                transport::find_tls_error(source.as_ref()).is_none()
+            }
+            HttpError::ResponseError { .. } => true,
+            HttpError::ServerResponseError { code, .. } => matches!(code, 307 | 429 | 502 | 503),
+            _ => false,
+        },
+        ClientError::APIError { code, errors } => {
+            let text = errors.join(" ").to_ascii_lowercase();
+            matches!(code, 307 | 429 | 502 | 503)
+                || (*code == 500
+                    && ["standby", "active", "leader", "forward", "sealed"]
+                        .iter()
+                        .any(|w| text.contains(w)))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the request certainly never reached a server (the connection failed).
+fn never_sent(err: &ClientError) -> bool {
+    use rustify::errors::ClientError as HttpError;
+    match err {
+        ClientError::RestClientError {
+            source: HttpError::RequestError { source, .. },
+        } => source
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_connect),
+        _ => false,
+    }
+}
+
+/// `auth/token/lookup-self`, read into only the fields used here: the root token
+/// of `operator init` lacks fields vaultrs' response type requires.
+#[derive(Debug)]
+struct LookupSelf;
+
+#[derive(Debug, serde::Deserialize)]
+struct TokenInfo {
+    #[serde(default)]
+    ttl: u64,
+    #[serde(default)]
+    creation_ttl: u64,
+    #[serde(default)]
+    renewable: bool,
+}
+
+impl rustify::Endpoint for LookupSelf {
+    type Response = TokenInfo;
+    const REQUEST_BODY_TYPE: rustify::enums::RequestType = rustify::enums::RequestType::JSON;
+    const RESPONSE_BODY_TYPE: rustify::enums::ResponseType = rustify::enums::ResponseType::JSON;
+
+    fn path(&self) -> String {
+        LOOKUP_PATH.to_owned()
+    }
+
+    fn method(&self) -> rustify::enums::RequestMethod {
+        rustify::enums::RequestMethod::GET
+    }
+}
+
 /// When to act on a lease: renew at two thirds of what is left, or log in again.
 fn plan(lease: Option<Lease>, auth: &VaultAuth, renew: bool, now: Instant) -> Option<Planned> {
     let lease = lease?;
     let left = lease.expires_at.saturating_duration_since(now);
     let at = now + left * 2 / 3;
-    let approle = matches!(auth, VaultAuth::AppRole { .. });
+    let approle = auth.logs_in();
     if lease.renewable && renew {
         Some(Planned {
             at,
@@ -165,25 +286,33 @@ impl Inner {
         let base = build_base(&config)?;
         let token = match &config.auth {
             VaultAuth::Token(t) => Some(t),
-            VaultAuth::AppRole { .. } => None,
+            VaultAuth::AppRole { .. } | VaultAuth::Jwt { .. } => None,
         };
-        let client = Arc::new(derive_client(&base, token));
+        let clients = derive_clients(&base, token, &config.addresses);
         let inner = Arc::new(Inner {
             config,
             base,
             session: RwLock::new(Session {
-                client,
+                clients,
                 lease: None,
                 next: None,
                 generation: 0,
                 failures: 0,
+                jwt_stamp: None,
             }),
+            current: AtomicUsize::new(0),
             login_lock: Mutex::new(()),
             changed: Arc::new(Notify::new()),
         });
+        if inner.config.addresses.len() > 1 {
+            // Start at the active node; without one, the first request fails over.
+            if let Some(active) = inner.find_active().await {
+                inner.current.store(active, Ordering::SeqCst);
+            }
+        }
         match &inner.config.auth {
             VaultAuth::Token(_) => inner.lookup_token().await?,
-            VaultAuth::AppRole { .. } => inner.login().await?,
+            VaultAuth::AppRole { .. } | VaultAuth::Jwt { .. } => inner.login().await?,
         }
         let guard = if inner.read().next.is_some() {
             let weak = Arc::downgrade(&inner);
@@ -207,39 +336,202 @@ impl Inner {
         Op {
             name,
             path,
-            address: self.config.address.as_str(),
+            address: self.address(),
         }
+    }
+
+    /// The address requests go to now.
+    pub(crate) fn address(&self) -> &str {
+        let i = self.current.load(Ordering::SeqCst);
+        self.config.addresses[i.min(self.config.addresses.len() - 1)].as_str()
+    }
+
+    /// Runs a request with failover; see [`exec_tracked`](Self::exec_tracked).
+    pub(crate) async fn exec<T, F, Fut>(&self, name: &'static str, path: &str, f: F) -> Result<T>
+    where
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ClientError>>,
+    {
+        self.exec_tracked(name, path, f).await.0
+    }
+
+    /// Runs `f` with the client of the current address. With several addresses, a
+    /// connection failure or an answer that the node is not (or no longer) the active
+    /// one sends the request again to the active node, found by probing every
+    /// address's `sys/health`, until the failover timeout has passed; then the last
+    /// error is returned, mapped as usual. The flag says whether a failed attempt may
+    /// have reached a server (the request was sent, the answer lost): a write that
+    /// then fails its check-and-set must read back to learn whether it was applied.
+    pub(crate) async fn exec_tracked<T, F, Fut>(
+        &self,
+        name: &'static str,
+        path: &str,
+        f: F,
+    ) -> (Result<T>, bool)
+    where
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ClientError>>,
+    {
+        self.run(|_| self.client(), name, path, f).await
+    }
+
+    /// [`exec`](Self::exec) without a token (logins).
+    async fn exec_tokenless<T, F, Fut>(&self, name: &'static str, path: &str, f: F) -> Result<T>
+    where
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ClientError>>,
+    {
+        let tokenless = |i: usize| {
+            std::future::ready(Ok(Arc::new(derive_client(
+                &self.base,
+                None,
+                &self.config.addresses[i],
+            ))))
+        };
+        self.run(tokenless, name, path, f).await.0
+    }
+
+    async fn run<T, C, CF, F, Fut>(
+        &self,
+        get_client: C,
+        name: &'static str,
+        path: &str,
+        f: F,
+    ) -> (Result<T>, bool)
+    where
+        C: Fn(usize) -> CF,
+        CF: Future<Output = Result<Arc<VaultClient>>>,
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ClientError>>,
+    {
+        let cluster = self.config.addresses.len() > 1;
+        let deadline = Instant::now() + self.config.failover_timeout;
+        let mut ambiguous = false;
+        let mut delay = FAILOVER_FIRST_DELAY;
+        loop {
+            let index = self.current_index();
+            let client = match get_client(index).await {
+                Ok(c) => c,
+                Err(e) => return (Err(e), ambiguous),
+            };
+            let err = match f(client).await {
+                Ok(v) => return (Ok(v), ambiguous),
+                Err(e) => e,
+            };
+            let failover = cluster && fails_over(&err);
+            let sent = !never_sent(&err);
+            let mapped = map_error(err, self.op(name, path));
+            if !failover {
+                return (Err(mapped), ambiguous);
+            }
+            ambiguous |= sent;
+            loop {
+                if Instant::now() + delay > deadline {
+                    return (Err(mapped), ambiguous);
+                }
+                match self.find_active().await {
+                    Some(active) if active != index => {
+                        tracing::warn!(
+                            backend = "vault",
+                            from = self.config.addresses[index].as_str(),
+                            to = self.config.addresses[active].as_str(),
+                            error = %mapped,
+                            "Vault node failed; moving to the active node"
+                        );
+                        self.current.store(active, Ordering::SeqCst);
+                        break;
+                    }
+                    found => {
+                        // No active node yet (an election), or the same node says it
+                        // is active again: wait, then look again.
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(FAILOVER_MAX_DELAY);
+                        if found.is_some() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first address (starting after the current one) whose `sys/health` says
+    /// it is the active, unsealed node.
+    pub(crate) async fn find_active(&self) -> Option<usize> {
+        let n = self.config.addresses.len();
+        let start = self.current.load(Ordering::SeqCst);
+        for k in 1..=n {
+            let i = (start + k) % n;
+            let url = format!(
+                "{}/v1/sys/health",
+                self.config.addresses[i].as_str().trim_end_matches('/')
+            );
+            let probe = self
+                .base
+                .http
+                .http
+                .get(url)
+                .timeout(HEALTH_TIMEOUT.min(self.config.timeout))
+                .send()
+                .await;
+            if probe.is_ok_and(|r| r.status().as_u16() == 200) {
+                return Some(i);
+            }
+        }
+        None
     }
 
     /// The client to send a request with. An AppRole token that has expired (the
     /// process slept through its renewal, say) is replaced by a new login first.
     pub(crate) async fn client(&self) -> Result<Arc<VaultClient>> {
-        let (client, stale, generation) = {
+        let (client, stale, generation, stamp) = {
             let s = self.read();
             let stale = s
                 .lease
                 .is_some_and(|l| l.expires_at <= Instant::now() + EXPIRY_MARGIN);
-            (Arc::clone(&s.client), stale, s.generation)
+            (
+                Arc::clone(&s.clients[self.current_index()]),
+                stale,
+                s.generation,
+                s.jwt_stamp,
+            )
         };
-        if !(stale && matches!(self.config.auth, VaultAuth::AppRole { .. })) {
+        // A new JWT in the file (a rotated service-account token) means a new login.
+        let jwt_changed = match &self.config.auth {
+            VaultAuth::Jwt { token_file, .. } => file_stamp(token_file) != stamp,
+            _ => false,
+        };
+        if !((stale && self.config.auth.logs_in()) || jwt_changed) {
             return Ok(client);
         }
         let _one_login = self.login_lock.lock().await;
         if self.read().generation == generation {
             tracing::info!(
                 backend = "vault",
-                "Vault token expired; logging in again with AppRole"
+                method = self.config.auth.method(),
+                token_expired = stale,
+                jwt_file_changed = jwt_changed,
+                "logging in to Vault again"
             );
             self.login_locked().await?;
         }
-        Ok(Arc::clone(&self.read().client))
+        Ok(Arc::clone(&self.read().clients[self.current_index()]))
+    }
+
+    fn current_index(&self) -> usize {
+        self.current
+            .load(Ordering::SeqCst)
+            .min(self.config.addresses.len() - 1)
     }
 
     /// Looks up the configured token and plans its renewal.
     async fn lookup_token(&self) -> Result<()> {
-        let client = Arc::clone(&self.read().client);
-        let info = vaultrs::token::lookup_self(&*client).await.map_err(|e| {
-            let e = map_error(e, self.op("token lookup", LOOKUP_PATH));
+        let info = self
+            .exec("token lookup", LOOKUP_PATH, |client| async move {
+                vaultrs::api::exec_with_result(&*client, LookupSelf).await
+            })
+            .await;
+        let info = info.map_err(|e| {
             if e.kind() == ErrorKind::PermissionDenied {
                 Error::new(
                     ErrorKind::PermissionDenied,
@@ -290,24 +582,85 @@ impl Inner {
     }
 
     async fn login_locked(&self) -> Result<()> {
-        let VaultAuth::AppRole { role_id, secret_id } = &self.config.auth else {
-            return Err(Error::new(
-                ErrorKind::Unexpected,
-                "AppRole login requested without AppRole credentials",
-            ));
+        let (auth, jwt_stamp) = match &self.config.auth {
+            VaultAuth::AppRole { role_id, secret_id } => {
+                (self.approle_login(role_id, secret_id).await?, None)
+            }
+            VaultAuth::Jwt { role, token_file } => {
+                let stamp = file_stamp(token_file);
+                (self.jwt_login(role, token_file).await?, stamp)
+            }
+            VaultAuth::Token(_) => {
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    "a login was requested for a configured token",
+                ));
+            }
         };
+        let token = SecretString::from(auth.client_token);
+        let now = Instant::now();
+        let lease = (auth.lease_duration > 0).then(|| Lease {
+            expires_at: now + Duration::from_secs(auth.lease_duration),
+            increment: Duration::from_secs(auth.lease_duration),
+            renewable: auth.renewable,
+        });
+        let next = plan(lease, &self.config.auth, self.config.renew, now);
+        tracing::info!(
+            backend = "vault",
+            method = self.config.auth.method(),
+            ttl_secs = auth.lease_duration,
+            renewable = auth.renewable,
+            "logged in to Vault"
+        );
+        let clients = derive_clients(&self.base, Some(&token), &self.config.addresses);
+        let (old, old_lease) = {
+            let mut s = self.write();
+            let old = std::mem::replace(&mut s.clients, clients);
+            let old_lease = s.lease;
+            s.lease = lease;
+            s.next = next;
+            s.generation += 1;
+            s.failures = 0;
+            s.jwt_stamp = jwt_stamp;
+            (old, old_lease)
+        };
+        self.changed.notify_waiters();
+        // The token of the previous login is no longer needed: revoke it while it is
+        // still valid, so it is worth nothing if it leaked.
+        let still_valid = old_lease.is_some_and(|l| l.expires_at > Instant::now());
+        let had_token = old.first().is_some_and(|c| !c.settings.token.is_empty());
+        if still_valid && had_token {
+            let old = Arc::clone(&old[self.current_index()]);
+            match vaultrs::token::revoke_self(&*old).await {
+                Ok(()) => tracing::debug!(backend = "vault", "revoked the previous Vault token"),
+                Err(e) => {
+                    let err = map_error(e, self.op("token revocation", REVOKE_PATH));
+                    tracing::warn!(backend = "vault", error = %err, "could not revoke the previous Vault token");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn approle_login(
+        &self,
+        role_id: &SecretString,
+        secret_id: &SecretString,
+    ) -> Result<vaultrs::api::AuthInfo> {
         let path = format!("auth/{}/login", self.config.approle_mount);
-        let auth = vaultrs::auth::approle::login(
-            &self.base,
-            &self.config.approle_mount,
-            // EXPOSE: the role id is sent to Vault's AppRole login endpoint.
-            role_id.expose_secret(),
-            // EXPOSE: the secret id is sent to Vault's AppRole login endpoint.
-            secret_id.expose_secret(),
-        )
+        self.exec_tokenless("AppRole login", &path, |client| async move {
+            vaultrs::auth::approle::login(
+                &*client,
+                &self.config.approle_mount,
+                // EXPOSE: the role id is sent to Vault's AppRole login endpoint.
+                role_id.expose_secret(),
+                // EXPOSE: the secret id is sent to Vault's AppRole login endpoint.
+                secret_id.expose_secret(),
+            )
+            .await
+        })
         .await
         .map_err(|e| {
-            let e = map_error(e, self.op("AppRole login", &path));
             if matches!(
                 e.kind(),
                 ErrorKind::PermissionDenied | ErrorKind::InvalidInput
@@ -323,32 +676,55 @@ impl Inner {
             } else {
                 e
             }
+        })
+    }
+
+    async fn jwt_login(
+        &self,
+        role: &str,
+        token_file: &std::path::Path,
+    ) -> Result<vaultrs::api::AuthInfo> {
+        let path = format!("auth/{}/login", self.config.jwt_mount);
+        let raw = std::fs::read_to_string(token_file).map_err(|e| {
+            Error::config(format!(
+                "cannot read the JWT file {} ({e}): check HIVE_VAULT_JWT_FILE",
+                token_file.display()
+            ))
+            .with_context("backend", "vault")
         })?;
-        let token = SecretString::from(auth.client_token);
-        let now = Instant::now();
-        let lease = (auth.lease_duration > 0).then(|| Lease {
-            expires_at: now + Duration::from_secs(auth.lease_duration),
-            increment: Duration::from_secs(auth.lease_duration),
-            renewable: auth.renewable,
-        });
-        let next = plan(lease, &self.config.auth, self.config.renew, now);
-        tracing::info!(
-            backend = "vault",
-            ttl_secs = auth.lease_duration,
-            renewable = auth.renewable,
-            "logged in to Vault with AppRole"
-        );
-        let client = Arc::new(derive_client(&self.base, Some(&token)));
-        {
-            let mut s = self.write();
-            s.client = client;
-            s.lease = lease;
-            s.next = next;
-            s.generation += 1;
-            s.failures = 0;
-        }
-        self.changed.notify_waiters();
-        Ok(())
+        let jwt = clean_jwt(raw, token_file)?;
+        self.exec_tokenless("JWT login", &path, |client| {
+            let jwt = &jwt;
+            async move {
+                vaultrs::auth::oidc::login(
+                    &*client,
+                    &self.config.jwt_mount,
+                    // EXPOSE: the JWT is sent to Vault's JWT login endpoint.
+                    jwt.expose_secret(),
+                    Some(role.to_owned()),
+                )
+                .await
+            }
+        })
+        .await
+        .map_err(|e| {
+            if matches!(
+                e.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::InvalidInput
+            ) {
+                Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "Vault rejected the JWT login at {path} for role {role:?}: the JWT in {} is expired, not signed by a trusted key, or its claims (audience, bound claims) do not match the role",
+                        token_file.display()
+                    ),
+                )
+                .with_context("backend", "vault")
+                .with_context("path", path.as_str())
+            } else {
+                e
+            }
+        })
     }
 
     /// Applies `f` to the session if it is still at `generation`.
@@ -363,11 +739,15 @@ impl Inner {
     async fn renew(&self, generation: u64) {
         let (client, lease, failures) = {
             let s = self.read();
-            (Arc::clone(&s.client), s.lease, s.failures)
+            (
+                Arc::clone(&s.clients[self.current_index()]),
+                s.lease,
+                s.failures,
+            )
         };
         let Some(lease) = lease else { return };
         let increment = format!("{}s", lease.increment.as_secs().max(1));
-        let approle = matches!(self.config.auth, VaultAuth::AppRole { .. });
+        let approle = self.config.auth.logs_in();
         match vaultrs::token::renew_self(&*client, Some(&increment)).await {
             Ok(auth) => {
                 let now = Instant::now();

@@ -16,7 +16,6 @@ use vaultrs::api::kv2::requests::{
 use vaultrs::api::kv2::responses::ReadSecretMetadataResponse;
 
 use crate::config::VaultConfig;
-use crate::error::{Op, map_error};
 use crate::record;
 use crate::session::{Inner, TaskGuard};
 
@@ -125,14 +124,6 @@ impl VaultStorage {
         self.scope.as_ref().map(|s| s.principal.as_str())
     }
 
-    fn op<'a>(&'a self, name: &'static str, path: &'a str) -> Op<'a> {
-        Op {
-            name,
-            path,
-            address: self.inner.config.address(),
-        }
-    }
-
     /// Reads the KV metadata of `id`; `None` when there is none.
     async fn read_metadata(
         &self,
@@ -141,20 +132,58 @@ impl VaultStorage {
     ) -> Result<Option<ReadSecretMetadataResponse>> {
         let config = self.paths();
         let path = config.kv_metadata_path(id.as_str());
-        let request = ReadSecretMetadataRequest::builder()
-            .mount(config.mount())
-            .path(config.secret_path(id.as_str()))
-            .build()
-            .map_err(request_error)?;
-        let client = self.inner.client().await?;
-        match vaultrs::api::exec_with_result(&*client, request).await {
+        let build = || {
+            ReadSecretMetadataRequest::builder()
+                .mount(config.mount())
+                .path(config.secret_path(id.as_str()))
+                .build()
+                .map_err(request_error)
+        };
+        build()?;
+        let meta = self
+            .inner
+            .exec(op, &path, |client| {
+                let request = build().expect("the same request was built above");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await;
+        match meta {
             Ok(meta) => Ok(Some(meta)),
-            Err(e) => absent_or(map_error(e, self.op(op, &path)), id),
+            Err(e) => absent_or(e, id),
         }
     }
 }
 
 /// The current version is live (not soft-deleted, not destroyed).
+impl VaultStorage {
+    /// The version after `cas` of `id` if it holds exactly `data` (a save whose answer
+    /// was lost).
+    async fn written_by_us(
+        &self,
+        id: &CredentialId,
+        data: &serde_json::Value,
+        cas: u32,
+    ) -> Option<u64> {
+        let config = &self.inner.config;
+        let version = u64::from(cas) + 1;
+        let path = config.kv_path(id.as_str());
+        let read = self
+            .inner
+            .exec("save read-back", &path, |client| {
+                let request = ReadSecretRequest::builder()
+                    .mount(config.mount())
+                    .path(config.secret_path(id.as_str()))
+                    .version(version)
+                    .build()
+                    .expect("a read request with a mount and a path builds");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await
+            .ok()?;
+        (read.data == *data).then_some(version)
+    }
+}
+
 fn current_is_live(meta: &ReadSecretMetadataResponse) -> bool {
     meta.versions
         .get(&meta.current_version.to_string())
@@ -181,15 +210,24 @@ impl CredentialStorage for VaultStorage {
     async fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
         let config = self.paths();
         let path = config.kv_path(id.as_str());
-        let request = ReadSecretRequest::builder()
-            .mount(config.mount())
-            .path(config.secret_path(id.as_str()))
-            .build()
-            .map_err(request_error)?;
-        let client = self.inner.client().await?;
-        let response = match vaultrs::api::exec_with_result(&*client, request).await {
+        let build = || {
+            ReadSecretRequest::builder()
+                .mount(config.mount())
+                .path(config.secret_path(id.as_str()))
+                .build()
+                .map_err(request_error)
+        };
+        build()?;
+        let response = self
+            .inner
+            .exec("load", &path, |client| {
+                let request = build().expect("the same request was built above");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await;
+        let response = match response {
             Ok(r) => r,
-            Err(e) => return absent_or(map_error(e, self.op("load", &path)), id),
+            Err(e) => return absent_or(e, id),
         };
         if response.data.is_null() || response.metadata.destroyed {
             return Ok(None);
@@ -219,25 +257,48 @@ impl CredentialStorage for VaultStorage {
             .with_context("id", id)
         })?;
         let data = record::encode(credential)?;
-        let request = SetSecretRequest::builder()
-            .mount(config.mount())
-            .path(config.secret_path(id.as_str()))
-            .data(data)
-            .options(SetSecretRequestOptions { cas })
-            .build()
-            .map_err(request_error)?;
-        let client = self.inner.client().await?;
-        let written = vaultrs::api::exec_with_result(&*client, request)
-            .await
-            .map_err(|e| {
-                let err = map_error(e, self.op("save", &path)).with_context("id", id);
-                if err.kind() == ErrorKind::Conflict {
+        let build = || {
+            SetSecretRequest::builder()
+                .mount(config.mount())
+                .path(config.secret_path(id.as_str()))
+                .data(data.clone())
+                .options(SetSecretRequestOptions { cas })
+                .build()
+                .map_err(request_error)
+        };
+        build()?;
+        let (written, ambiguous) = self
+            .inner
+            .exec_tracked("save", &path, |client| {
+                let request = build().expect("the same request was built above");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await;
+        let version = match written {
+            Ok(written) => written.version,
+            Err(e) if e.kind() == ErrorKind::Conflict && ambiguous => {
+                // An attempt whose answer was lost (a node failed mid-request) may have
+                // written it: if the version after `cas` holds exactly this record, the
+                // save happened; otherwise another writer won.
+                match self.written_by_us(id, &data, cas).await {
+                    Some(version) => version,
+                    None => {
+                        return Err(e
+                            .with_context("id", id)
+                            .with_context("expected_version", cas));
+                    }
+                }
+            }
+            Err(e) => {
+                let err = e.with_context("id", id);
+                return Err(if err.kind() == ErrorKind::Conflict {
                     err.with_context("expected_version", cas)
                 } else {
                     err
-                }
-            })?;
-        tracing::debug!(backend = "vault", id = %id, version = written.version, "saved credential to Vault");
+                });
+            }
+        };
+        tracing::debug!(backend = "vault", id = %id, version, "saved credential to Vault");
         Ok(())
     }
 
@@ -248,15 +309,21 @@ impl CredentialStorage for VaultStorage {
         let live = current_is_live(&meta);
         let config = self.paths();
         let path = config.kv_metadata_path(id.as_str());
-        let request = DeleteSecretMetadataRequest::builder()
-            .mount(config.mount())
-            .path(config.secret_path(id.as_str()))
-            .build()
-            .map_err(request_error)?;
-        let client = self.inner.client().await?;
-        vaultrs::api::exec_with_empty(&*client, request)
+        let build = || {
+            DeleteSecretMetadataRequest::builder()
+                .mount(config.mount())
+                .path(config.secret_path(id.as_str()))
+                .build()
+                .map_err(request_error)
+        };
+        build()?;
+        self.inner
+            .exec("delete", &path, |client| {
+                let request = build().expect("the same request was built above");
+                async move { vaultrs::api::exec_with_empty(&*client, request).await }
+            })
             .await
-            .map_err(|e| map_error(e, self.op("delete", &path)).with_context("id", id))?;
+            .map_err(|e| e.with_context("id", id))?;
         tracing::debug!(backend = "vault", id = %id, "deleted credential and all its versions from Vault");
         Ok(live)
     }
@@ -264,16 +331,24 @@ impl CredentialStorage for VaultStorage {
     async fn list(&self) -> Result<Vec<CredentialId>> {
         let config = self.paths();
         let path = format!("{}/metadata/{}", config.mount(), config.path_prefix());
-        let request = ListSecretsRequest::builder()
-            .mount(config.mount())
-            .path(config.path_prefix())
-            .build()
-            .map_err(request_error)?;
-        let client = self.inner.client().await?;
-        let keys = match vaultrs::api::exec_with_result(&*client, request).await {
+        let build = || {
+            ListSecretsRequest::builder()
+                .mount(config.mount())
+                .path(config.path_prefix())
+                .build()
+                .map_err(request_error)
+        };
+        build()?;
+        let listed = self
+            .inner
+            .exec("list", &path, |client| {
+                let request = build().expect("the same request was built above");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await;
+        let keys = match listed {
             Ok(r) => r.keys,
-            Err(e) => {
-                let err = map_error(e, self.op("list", &path));
+            Err(err) => {
                 return if err.kind() == ErrorKind::NotFound {
                     Ok(Vec::new())
                 } else {

@@ -526,12 +526,74 @@ impl RaftCluster {
             .to_owned();
         cluster.unseal(0);
         cluster.wait_status(0, &[200]);
+        // Autopilot makes a joined node a voter only after it has been stable for this
+        // long (10 s by default): a cluster whose leader dies before then has no quorum.
+        let (status, body) = cluster.api(
+            0,
+            "POST",
+            "sys/storage/raft/autopilot/configuration",
+            Some(&serde_json::json!({ "server_stabilization_time": "1s" })),
+        );
+        assert!(
+            (200..300).contains(&status),
+            "autopilot configuration: {status} {body}"
+        );
         for i in 1..size {
             cluster.join(i);
             cluster.unseal(i);
             cluster.wait_status(i, &[429]);
         }
+        cluster.wait_voters(size);
         cluster
+    }
+
+    /// Waits until the Raft configuration lists `count` voters.
+    fn wait_voters(&self, count: usize) {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let leader = self.active().unwrap_or(0);
+            let (status, body) = self.api(leader, "GET", "sys/storage/raft/configuration", None);
+            let voters = body["data"]["config"]["servers"]
+                .as_array()
+                .map(|servers| {
+                    servers
+                        .iter()
+                        .filter(|s| s["voter"].as_bool() == Some(true))
+                        .count()
+                })
+                .unwrap_or(0);
+            if status == 200 && voters >= count {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("raft cluster has {voters} voters, not {count}, after {STARTUP:?}: {body}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Mounts KV v2 at `secret/` (a non-dev server has none) and waits until it serves
+    /// reads (a new KV v2 mount answers 400 "upgrading" for a moment).
+    pub fn mount_kv(&self) {
+        let active = self.wait_active();
+        let (status, body) = self.api(
+            active,
+            "POST",
+            "sys/mounts/secret",
+            Some(&serde_json::json!({ "type": "kv", "options": { "version": "2" } })),
+        );
+        assert!((200..300).contains(&status), "mount kv v2: {status} {body}");
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let (status, body) = self.api(active, "GET", "secret/data/hive-testkit-probe", None);
+            if status == 404 || status == 200 {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("kv v2 mount not ready after {STARTUP:?}: {status} {body}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn spawn(&mut self, i: usize) {

@@ -7,7 +7,8 @@
 //! - **TLS** is rustls with the Mozilla roots, or only the CAs of the configured CA
 //!   file / directory; an optional client certificate (mutual TLS); an optional server
 //!   name the certificate is verified against. Verification cannot be turned off.
-//! - **Redirects** are followed only to the configured origin (scheme, host, port), so
+//! - **Redirects** are followed only to the configured origins (scheme, host, port: the
+//!   addresses of the cluster), so
 //!   the `X-Vault-Token` header, which reqwest does not strip on redirects, never
 //!   reaches another server. A redirect elsewhere comes back as the 3xx response.
 
@@ -21,6 +22,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use url::Url;
+
 use crate::config::VaultConfig;
 
 /// Most redirects followed within the configured origin.
@@ -28,11 +31,12 @@ const MAX_REDIRECTS: usize = 5;
 
 /// The reqwest client for `config`.
 pub(crate) fn http_client(config: &VaultConfig) -> Result<reqwest::Client> {
-    let origin = config.address.origin();
+    // The origins of the configured cluster: a standby may redirect to the active node.
+    let origins: Vec<_> = config.addresses.iter().map(Url::origin).collect();
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {
             attempt.error("too many redirects")
-        } else if attempt.url().origin() == origin {
+        } else if origins.contains(&attempt.url().origin()) {
             attempt.follow()
         } else {
             // Hand the 3xx back: the token header must not go to another origin.
@@ -43,7 +47,7 @@ pub(crate) fn http_client(config: &VaultConfig) -> Result<reqwest::Client> {
         .use_preconfigured_tls(tls_config(config)?)
         .timeout(config.timeout)
         .redirect(redirects);
-    if config.address.scheme() == "http" {
+    if config.addresses.iter().any(|a| a.scheme() == "http") {
         // A proxy (HTTP_PROXY, ALL_PROXY) would read the token of a plain-HTTP request:
         // plain HTTP goes straight to the server. HTTPS tunnels through one unread.
         builder = builder.no_proxy();

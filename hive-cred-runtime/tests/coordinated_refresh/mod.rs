@@ -402,13 +402,18 @@ pub async fn local_shared() -> Shared {
 /// A fresh prefix on the shared OpenBao server; `None` when skipped.
 pub async fn vault_shared() -> Option<Shared> {
     let vault = hive_cred_vault::testkit::shared()?;
+    Some(vault_shared_at(vault).await)
+}
+
+/// A fresh prefix on the server(s) of `vault` (`addr` may list a cluster's nodes).
+pub async fn vault_shared_at(vault: hive_cred_vault::testkit::Target) -> Shared {
     let prefix = format!("hive-test/coordinated-{:016x}", rand::random::<u64>());
     let config = VaultConfig::new(&vault.addr, VaultAuth::token(vault.root_token.clone()))
         .expect("address")
         .with_path_prefix(&prefix)
         .expect("prefix");
     let storage = VaultStorage::new(config).await.expect("connect to Vault");
-    Some(Shared {
+    Shared {
         storage: Arc::new(storage),
         backend: Backend::Vault {
             addr: vault.addr,
@@ -417,7 +422,7 @@ pub async fn vault_shared() -> Option<Shared> {
         },
         key_b64: None,
         _dir: None,
-    })
+    }
 }
 
 /// Median and max of some durations, in milliseconds.
