@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p hive-cred-runtime --features http --bench inject`
 //! - `inject/baseline_build_request`: building the same request with reqwest, the
-//!   token written in by hand (what a tool would do without injection).
+//!   token written in by hand (what a tool would do without injection);
+//!   `inject/baseline_build_request_query_and_json_body` the same for the query + JSON
+//!   body case.
 //! - `inject/header_template`, `inject/opaque_handle`, `inject/query_and_json_body`:
 //!   everything the client does before the network for one request (build, spec
 //!   lookup, destination check, handle search, template fill from the store's cache,
@@ -166,6 +168,22 @@ fn bench(c: &mut Criterion) {
     });
 
     let query = serde_json::json!({ "q": "language:rust", "per_page": 50 });
+    // The same request as `query_and_json_body`, key written in by hand: the query
+    // parameter appended and the field in the JSON body.
+    g.bench_function("baseline_build_request_query_and_json_body", |b| {
+        b.iter(|| {
+            let mut body = query.clone();
+            body["token"] = serde_json::Value::String(TOKEN.to_owned());
+            black_box(
+                plain
+                    .post("https://api.github.com/search/code?q=x")
+                    .query(&[("access_token", TOKEN)])
+                    .json(&body)
+                    .build()
+                    .expect("request"),
+            )
+        })
+    });
     g.bench_function("query_and_json_body", |b| {
         b.to_async(&s.rt).iter(|| async {
             black_box(

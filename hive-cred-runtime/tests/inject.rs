@@ -360,6 +360,14 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
+    /// A GET sent through the injecting client under the `github` usage spec.
+    async fn github_get(
+        &self,
+        url: &str,
+    ) -> hive_cred_core::Result<hive_cred_runtime::ToolResponse> {
+        self.client.get(url).usage("github").send().await
+    }
+
     fn auth_seen(&self) -> Vec<String> {
         self.api.auth.lock().unwrap().clone()
     }
@@ -394,13 +402,7 @@ impl Fixture {
 #[tokio::test]
 async fn allowed_api_gets_the_credential_the_tool_never_holds_it() {
     let mut f = fixture().await;
-    let resp = f
-        .client
-        .get(&format!("{}/user", f.api_base))
-        .usage("github")
-        .send()
-        .await
-        .unwrap();
+    let resp = f.github_get(&format!("{}/user", f.api_base)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(!resp.url().as_str().contains(TOKEN));
     f.outputs.push(resp.text().await.unwrap());
@@ -461,10 +463,7 @@ async fn allowed_api_gets_the_credential_the_tool_never_holds_it() {
 async fn attacker_directly_is_refused_and_audited() {
     let mut f = fixture().await;
     let err = f
-        .client
-        .get(&format!("{}/steal", f.attacker_base))
-        .usage("github")
-        .send()
+        .github_get(&format!("{}/steal", f.attacker_base))
         .await
         .unwrap_err();
     assert_eq!(f.error_kind(&err), ErrorKind::PermissionDenied);
@@ -524,10 +523,7 @@ async fn attacker_directly_is_refused_and_audited() {
 async fn redirect_to_the_attacker_does_not_carry_the_credential() {
     let mut f = fixture().await;
     let resp = f
-        .client
-        .get(&format!("{}/redirect-away", f.api_base))
-        .usage("github")
-        .send()
+        .github_get(&format!("{}/redirect-away", f.api_base))
         .await
         .unwrap();
     assert_eq!(resp.status(), 302, "the tool gets the redirect, unfollowed");
@@ -544,10 +540,7 @@ async fn redirect_to_the_attacker_does_not_carry_the_credential() {
 
     // A same-origin redirect is followed, with the credential.
     let resp = f
-        .client
-        .get(&format!("{}/moved", f.api_base))
-        .usage("github")
-        .send()
+        .github_get(&format!("{}/moved", f.api_base))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -560,13 +553,7 @@ async fn redirect_to_the_attacker_does_not_carry_the_credential() {
 async fn http_instead_of_https_is_refused() {
     let mut f = fixture().await;
     let url = f.api_base.replace("https://", "http://");
-    let err = f
-        .client
-        .get(&format!("{url}/user"))
-        .usage("github")
-        .send()
-        .await
-        .unwrap_err();
+    let err = f.github_get(&format!("{url}/user")).await.unwrap_err();
     assert_eq!(f.error_kind(&err), ErrorKind::PermissionDenied);
     assert!(err.message().contains("scheme"), "{err}");
     assert!(f.auth_seen().is_empty());
@@ -599,13 +586,7 @@ async fn unauthorized_refreshes_once_and_retries() {
     let mut f = fixture().await;
     // The API has rotated the token: the stored one gets a 401.
     *f.api.expected.lock().unwrap() = ROTATED.to_string();
-    let resp = f
-        .client
-        .get(&format!("{}/user", f.api_base))
-        .usage("github")
-        .send()
-        .await
-        .unwrap();
+    let resp = f.github_get(&format!("{}/user", f.api_base)).await.unwrap();
     assert_eq!(resp.status(), 200);
     f.outputs.push(resp.text().await.unwrap());
     assert_eq!(f.provider.calls.load(Ordering::SeqCst), 1);
@@ -613,13 +594,7 @@ async fn unauthorized_refreshes_once_and_retries() {
 
     // A 401 that refresh does not cure is returned after one retry, not looped on.
     *f.api.expected.lock().unwrap() = "never-matches-anything".to_string();
-    let resp = f
-        .client
-        .get(&format!("{}/user", f.api_base))
-        .usage("github")
-        .send()
-        .await
-        .unwrap();
+    let resp = f.github_get(&format!("{}/user", f.api_base)).await.unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(f.provider.calls.load(Ordering::SeqCst), 2);
     assert_eq!(f.auth_seen().len(), 4);
@@ -629,13 +604,7 @@ async fn unauthorized_refreshes_once_and_retries() {
 #[tokio::test]
 async fn a_body_echoing_the_token_is_redacted_before_the_tool_sees_it() {
     let mut f = fixture().await;
-    let resp = f
-        .client
-        .get(&format!("{}/echo", f.api_base))
-        .usage("github")
-        .send()
-        .await
-        .unwrap();
+    let resp = f.github_get(&format!("{}/echo", f.api_base)).await.unwrap();
     let header = resp.header("x-echo").unwrap();
     assert!(
         header == "Bearer [hive:github.access_token]",
@@ -645,13 +614,7 @@ async fn a_body_echoing_the_token_is_redacted_before_the_tool_sees_it() {
     assert!(text.starts_with("{\"you_sent\":\"Bearer [hive:github.access_token]\""));
 
     // Streamed, chunk by chunk.
-    let mut resp = f
-        .client
-        .get(&format!("{}/echo", f.api_base))
-        .usage("github")
-        .send()
-        .await
-        .unwrap();
+    let mut resp = f.github_get(&format!("{}/echo", f.api_base)).await.unwrap();
     let mut streamed = Vec::new();
     while let Some(chunk) = resp.chunk().await.unwrap() {
         streamed.extend_from_slice(&chunk);

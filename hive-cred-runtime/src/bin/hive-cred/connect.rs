@@ -115,26 +115,16 @@ pub async fn connect(dir: Option<&Path>, args: ConnectArgs) -> Result<u8> {
     credential.set_account(Some(account));
     let store = CredentialStore::builder().storage(storage).build()?;
     let saved = store.upsert(credential).await?;
-    match identity {
-        Some(who) => println!(
-            "connected {} as {who}: stored as {} ({})",
-            args.provider,
-            saved.id(),
-            saved
-                .account()
-                .map(CredentialAccount::address)
-                .unwrap_or_default()
-        ),
-        None => println!(
-            "connected {}: stored as {} ({})",
-            args.provider,
-            saved.id(),
-            saved
-                .account()
-                .map(CredentialAccount::address)
-                .unwrap_or_default()
-        ),
-    }
+    let address = saved
+        .account()
+        .map(CredentialAccount::address)
+        .unwrap_or_default();
+    let who = identity.map(|who| format!(" as {who}")).unwrap_or_default();
+    println!(
+        "connected {}{who}: stored as {} ({address})",
+        args.provider,
+        saved.id()
+    );
     Ok(0)
 }
 
