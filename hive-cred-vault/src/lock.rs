@@ -51,7 +51,7 @@ use hive_cred_core::{Clock, CredentialId, Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
-use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequest, SetSecretRequestOptions};
+use vaultrs::api::kv2::requests::ReadSecretRequest;
 
 use crate::session::Inner;
 use crate::storage::request_error;
@@ -275,57 +275,16 @@ impl<'a> Lease<'a> {
                 format!("could not encode the lock record: {e}"),
             )
         })?;
-        let build = || {
-            SetSecretRequest::builder()
-                .mount(self.inner.config.mount())
-                .path(&self.secret)
-                .data(data.clone())
-                .options(SetSecretRequestOptions { cas })
-                .build()
-                .map_err(request_error)
-        };
-        build()?;
-        let (written, ambiguous) = self
+        let mount = self.inner.config.mount();
+        match self
             .inner
-            .exec_tracked(op, &self.path, |client| {
-                let request = build().expect("the same request was built above");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
-            })
-            .await;
-        match written {
-            Ok(written) => Ok(Some(written.version)),
-            Err(e) if e.kind() == ErrorKind::Conflict && ambiguous => {
-                // An attempt whose answer was lost may have written the record: if the
-                // version after `cas` holds exactly it, that write was ours.
-                Ok(self.written_by_us(&data, cas).await)
-            }
-            Err(e) => {
-                if e.kind() == ErrorKind::Conflict {
-                    Ok(None)
-                } else {
-                    Err(self.context(e))
-                }
-            }
-        }
-    }
-
-    /// The version after `cas` if it holds exactly `data`.
-    async fn written_by_us(&self, data: &serde_json::Value, cas: u32) -> Option<u64> {
-        let version = u64::from(cas) + 1;
-        let read = self
-            .inner
-            .exec("lock read", &self.path, |client| {
-                let request = ReadSecretRequest::builder()
-                    .mount(self.inner.config.mount())
-                    .path(&self.secret)
-                    .version(version)
-                    .build()
-                    .expect("a read request with a mount and a path builds");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
-            })
+            .write_cas(op, &self.path, (mount, &self.secret), &data, cas)
             .await
-            .ok()?;
-        (read.data == *data).then_some(version)
+        {
+            Ok(version) => Ok(Some(version)),
+            Err(e) if e.kind() == ErrorKind::Conflict => Ok(None),
+            Err(e) => Err(self.context(e)),
+        }
     }
 
     /// One attempt: the held version, or who holds it until when.

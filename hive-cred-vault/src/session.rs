@@ -15,6 +15,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use url::Url;
 use vaultrs::api::EndpointMiddleware;
+use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequest, SetSecretRequestOptions};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
@@ -373,6 +374,59 @@ impl Inner {
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
         self.run(|_| self.client(), name, path, f).await
+    }
+
+    /// Writes `data` to the KV v2 secret `secret` under `mount` with check-and-set on `cas` and
+    /// returns the written version. When an attempt's answer was lost (the node failed
+    /// mid-request) and the retry then fails its check-and-set, the version after `cas`
+    /// is read back: the write counts as done when it holds exactly `data`; otherwise
+    /// the `Conflict` stands. The one check-and-set write of credentials and locks.
+    pub(crate) async fn write_cas(
+        &self,
+        name: &'static str,
+        path: &str,
+        (mount, secret): (&str, &str),
+        data: &serde_json::Value,
+        cas: u32,
+    ) -> Result<u64> {
+        let build = || {
+            SetSecretRequest::builder()
+                .mount(mount)
+                .path(secret)
+                .data(data.clone())
+                .options(SetSecretRequestOptions { cas })
+                .build()
+                .map_err(crate::storage::request_error)
+        };
+        build()?;
+        let (written, ambiguous) = self
+            .exec_tracked(name, path, |client| {
+                let request = build().expect("the same request was built above");
+                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            })
+            .await;
+        match written {
+            Ok(written) => Ok(written.version),
+            Err(e) if e.kind() == ErrorKind::Conflict && ambiguous => {
+                let version = u64::from(cas) + 1;
+                let read = self
+                    .exec("check-and-set read-back", path, |client| {
+                        let request = ReadSecretRequest::builder()
+                            .mount(mount)
+                            .path(secret)
+                            .version(version)
+                            .build()
+                            .expect("a read request with a mount and a path builds");
+                        async move { vaultrs::api::exec_with_result(&*client, request).await }
+                    })
+                    .await;
+                match read {
+                    Ok(read) if read.data == *data => Ok(version),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// [`exec`](Self::exec) without a token (logins).

@@ -11,7 +11,6 @@ use hive_cred_core::{
 };
 use vaultrs::api::kv2::requests::{
     DeleteSecretMetadataRequest, ListSecretsRequest, ReadSecretMetadataRequest, ReadSecretRequest,
-    SetSecretRequest, SetSecretRequestOptions,
 };
 use vaultrs::api::kv2::responses::ReadSecretMetadataResponse;
 
@@ -155,35 +154,6 @@ impl VaultStorage {
 }
 
 /// The current version is live (not soft-deleted, not destroyed).
-impl VaultStorage {
-    /// The version after `cas` of `id` if it holds exactly `data` (a save whose answer
-    /// was lost).
-    async fn written_by_us(
-        &self,
-        id: &CredentialId,
-        data: &serde_json::Value,
-        cas: u32,
-    ) -> Option<u64> {
-        let config = &self.inner.config;
-        let version = u64::from(cas) + 1;
-        let path = config.kv_path(id.as_str());
-        let read = self
-            .inner
-            .exec("save read-back", &path, |client| {
-                let request = ReadSecretRequest::builder()
-                    .mount(config.mount())
-                    .path(config.secret_path(id.as_str()))
-                    .version(version)
-                    .build()
-                    .expect("a read request with a mount and a path builds");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
-            })
-            .await
-            .ok()?;
-        (read.data == *data).then_some(version)
-    }
-}
-
 fn current_is_live(meta: &ReadSecretMetadataResponse) -> bool {
     meta.versions
         .get(&meta.current_version.to_string())
@@ -257,47 +227,19 @@ impl CredentialStorage for VaultStorage {
             .with_context("id", id)
         })?;
         let data = record::encode(credential)?;
-        let build = || {
-            SetSecretRequest::builder()
-                .mount(config.mount())
-                .path(config.secret_path(id.as_str()))
-                .data(data.clone())
-                .options(SetSecretRequestOptions { cas })
-                .build()
-                .map_err(request_error)
-        };
-        build()?;
-        let (written, ambiguous) = self
+        let secret = config.secret_path(id.as_str());
+        let version = self
             .inner
-            .exec_tracked("save", &path, |client| {
-                let request = build().expect("the same request was built above");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
-            })
-            .await;
-        let version = match written {
-            Ok(written) => written.version,
-            Err(e) if e.kind() == ErrorKind::Conflict && ambiguous => {
-                // An attempt whose answer was lost (a node failed mid-request) may have
-                // written it: if the version after `cas` holds exactly this record, the
-                // save happened; otherwise another writer won.
-                match self.written_by_us(id, &data, cas).await {
-                    Some(version) => version,
-                    None => {
-                        return Err(e
-                            .with_context("id", id)
-                            .with_context("expected_version", cas));
-                    }
-                }
-            }
-            Err(e) => {
+            .write_cas("save", &path, (config.mount(), &secret), &data, cas)
+            .await
+            .map_err(|e| {
                 let err = e.with_context("id", id);
-                return Err(if err.kind() == ErrorKind::Conflict {
+                if err.kind() == ErrorKind::Conflict {
                     err.with_context("expected_version", cas)
                 } else {
                     err
-                });
-            }
-        };
+                }
+            })?;
         tracing::debug!(backend = "vault", id = %id, version, "saved credential to Vault");
         Ok(())
     }
