@@ -2,6 +2,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod config;
+mod consistency;
 mod error;
 mod lock;
 mod record;

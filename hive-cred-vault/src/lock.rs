@@ -167,9 +167,8 @@ impl<'a> Lease<'a> {
         build()?;
         let response = self
             .inner
-            .exec("lock read", &self.path, |client| {
-                let request = build().expect("the same request was built above");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            .kv("lock read", &self.path, || {
+                build().expect("the same request was built above")
             })
             .await;
         let response = match response {
@@ -231,9 +230,8 @@ impl<'a> Lease<'a> {
         build()?;
         let meta = self
             .inner
-            .exec("lock read", &self.path, |client| {
-                let request = build().expect("the same request was built above");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            .kv("lock read", &self.path, || {
+                build().expect("the same request was built above")
             })
             .await;
         match meta {

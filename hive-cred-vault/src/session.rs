@@ -20,6 +20,7 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use crate::config::{VaultAuth, VaultConfig};
+use crate::consistency::{self, StorageIndex};
 use crate::error::{Op, map_error};
 use crate::transport;
 
@@ -90,6 +91,9 @@ pub(crate) struct Inner {
     login_lock: Mutex<()>,
     /// Wakes the renewal task when the session changes outside it (on-demand login).
     changed: Arc<Notify>,
+    /// The highest storage index seen, sent with every KV request (read-your-writes
+    /// on standbys that answer reads).
+    pub(crate) index: StorageIndex,
 }
 
 /// Aborts the renewal task when the last storage handle is dropped.
@@ -304,6 +308,7 @@ impl Inner {
             current: AtomicUsize::new(0),
             login_lock: Mutex::new(()),
             changed: Arc::new(Notify::new()),
+            index: StorageIndex::default(),
         });
         if inner.config.addresses.len() > 1 {
             // Start at the active node; without one, the first request fails over.
@@ -345,6 +350,21 @@ impl Inner {
     pub(crate) fn address(&self) -> &str {
         let i = self.current.load(Ordering::SeqCst);
         self.config.addresses[i.min(self.config.addresses.len() - 1)].as_str()
+    }
+
+    /// Runs a KV request (`build` makes it anew for each attempt) with failover and
+    /// the storage index (see [`consistency`]).
+    pub(crate) async fn kv<E: rustify::endpoint::Endpoint>(
+        &self,
+        name: &'static str,
+        path: &str,
+        build: impl Fn() -> E,
+    ) -> Result<E::Response> {
+        self.exec(name, path, |client| {
+            let request = build();
+            async move { consistency::exec_with_result(&client, &self.index, request).await }
+        })
+        .await
     }
 
     /// Runs a request with failover; see [`exec_tracked`](Self::exec_tracked).
@@ -402,7 +422,7 @@ impl Inner {
         let (written, ambiguous) = self
             .exec_tracked(name, path, |client| {
                 let request = build().expect("the same request was built above");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
+                async move { consistency::exec_with_result(&client, &self.index, request).await }
             })
             .await;
         match written {
@@ -410,14 +430,13 @@ impl Inner {
             Err(e) if e.kind() == ErrorKind::Conflict && ambiguous => {
                 let version = u64::from(cas) + 1;
                 let read = self
-                    .exec("check-and-set read-back", path, |client| {
-                        let request = ReadSecretRequest::builder()
+                    .kv("check-and-set read-back", path, || {
+                        ReadSecretRequest::builder()
                             .mount(mount)
                             .path(secret)
                             .version(version)
                             .build()
-                            .expect("a read request with a mount and a path builds");
-                        async move { vaultrs::api::exec_with_result(&*client, request).await }
+                            .expect("a read request with a mount and a path builds")
                     })
                     .await;
                 match read {

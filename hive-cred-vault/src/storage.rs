@@ -15,6 +15,7 @@ use vaultrs::api::kv2::requests::{
 use vaultrs::api::kv2::responses::ReadSecretMetadataResponse;
 
 use crate::config::VaultConfig;
+use crate::consistency;
 use crate::record;
 use crate::session::{Inner, TaskGuard};
 
@@ -141,9 +142,8 @@ impl VaultStorage {
         build()?;
         let meta = self
             .inner
-            .exec(op, &path, |client| {
-                let request = build().expect("the same request was built above");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            .kv(op, &path, || {
+                build().expect("the same request was built above")
             })
             .await;
         match meta {
@@ -190,9 +190,8 @@ impl CredentialStorage for VaultStorage {
         build()?;
         let response = self
             .inner
-            .exec("load", &path, |client| {
-                let request = build().expect("the same request was built above");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            .kv("load", &path, || {
+                build().expect("the same request was built above")
             })
             .await;
         let response = match response {
@@ -262,7 +261,7 @@ impl CredentialStorage for VaultStorage {
         self.inner
             .exec("delete", &path, |client| {
                 let request = build().expect("the same request was built above");
-                async move { vaultrs::api::exec_with_empty(&*client, request).await }
+                async move { consistency::exec_with_empty(&client, &self.inner.index, request).await }
             })
             .await
             .map_err(|e| e.with_context("id", id))?;
@@ -283,9 +282,8 @@ impl CredentialStorage for VaultStorage {
         build()?;
         let listed = self
             .inner
-            .exec("list", &path, |client| {
-                let request = build().expect("the same request was built above");
-                async move { vaultrs::api::exec_with_result(&*client, request).await }
+            .kv("list", &path, || {
+                build().expect("the same request was built above")
             })
             .await;
         let keys = match listed {

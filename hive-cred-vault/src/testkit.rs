@@ -583,16 +583,22 @@ impl RaftCluster {
             Some(&serde_json::json!({ "type": "kv", "options": { "version": "2" } })),
         );
         assert!((200..300).contains(&status), "mount kv v2: {status} {body}");
+        // Every node, standbys included: a standby answers 400 ("waiting for the
+        // primary to upgrade ... to versioned data") until it has applied the mount.
         let deadline = Instant::now() + STARTUP;
-        loop {
-            let (status, body) = self.api(active, "GET", "secret/data/hive-testkit-probe", None);
-            if status == 404 || status == 200 {
-                return;
+        for node in 0..self.nodes.len() {
+            loop {
+                let (status, body) = self.api(node, "GET", "secret/data/hive-testkit-probe", None);
+                if status == 404 || status == 200 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "kv v2 mount not ready on node {node} after {STARTUP:?}: {status} {body}"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            if Instant::now() > deadline {
-                panic!("kv v2 mount not ready after {STARTUP:?}: {status} {body}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -764,6 +770,26 @@ impl RaftCluster {
         self.wait_answers(i);
         self.unseal(i);
         self.wait_status(i, &[200, 429]);
+    }
+
+    /// Waits until every running node answers `GET path` (an API path such as
+    /// `secret/data/prefix/id`) with 200: standbys answer reads from their own copy,
+    /// which trails the active node.
+    pub fn wait_replicated(&self, path: &str) {
+        let deadline = Instant::now() + STARTUP;
+        for node in (0..self.nodes.len()).filter(|&i| self.nodes[i].process.is_some()) {
+            loop {
+                let (status, _) = self.api(node, "GET", path, None);
+                if status == 200 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{path} not on node {node} after {STARTUP:?}: {status}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 
     /// Calls node `i`'s HTTP API with the root token; status and JSON body.
