@@ -142,4 +142,97 @@ mod tests {
         let e = alice.get("brave_search").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     }
+
+    /// A backend that records which operations reached it.
+    #[derive(Debug, Default)]
+    struct Recording {
+        calls: std::sync::Mutex<Vec<&'static str>>,
+    }
+
+    impl Recording {
+        fn hit(&self, what: &'static str) {
+            self.calls.lock().unwrap().push(what);
+        }
+    }
+
+    #[derive(Debug)]
+    struct Released;
+
+    #[async_trait]
+    impl hive_cred_core::LockRelease for Released {
+        async fn release(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl CredentialStorage for Recording {
+        async fn load(&self, _: &CredentialId) -> Result<Option<CredentialObject>> {
+            self.hit("load");
+            Ok(None)
+        }
+        async fn save(&self, _: &CredentialObject) -> Result<()> {
+            self.hit("save");
+            Ok(())
+        }
+        async fn delete(&self, _: &CredentialId) -> Result<bool> {
+            self.hit("delete");
+            Ok(true)
+        }
+        async fn list(&self) -> Result<Vec<CredentialId>> {
+            self.hit("list");
+            Ok(Vec::new())
+        }
+        async fn exists(&self, _: &CredentialId) -> Result<bool> {
+            self.hit("exists");
+            Ok(false)
+        }
+        fn backend_name(&self) -> &'static str {
+            "recording"
+        }
+        fn capabilities(&self) -> hive_cred_core::StorageCapabilities {
+            hive_cred_core::StorageCapabilities::lease_lock(Some(std::time::Duration::from_secs(9)))
+        }
+        async fn lock(
+            &self,
+            id: &CredentialId,
+            _: &hive_cred_core::LockOptions,
+        ) -> Result<hive_cred_core::CredentialLock> {
+            self.hit("lock");
+            Ok(hive_cred_core::CredentialLock::new(id.clone(), Released))
+        }
+        fn scoped(&self, _: &str) -> Option<Arc<dyn CredentialStorage>> {
+            self.hit("scoped");
+            None
+        }
+    }
+
+    /// Every operation reaches the backend: writes, deletes and locks only there, reads
+    /// there first; capabilities and the name are the backend's.
+    #[tokio::test]
+    async fn every_operation_reaches_the_backend() {
+        let backend = Arc::new(Recording::default());
+        let layered = EnvFallback::new(backend.clone(), env());
+        let s: &dyn CredentialStorage = &layered;
+        let id = CredentialId::new("brave_search").unwrap();
+        assert!(s.load(&id).await.unwrap().is_some(), "from the environment");
+        s.save(&CredentialObject::new("x", CredentialType::ApiKey).unwrap())
+            .await
+            .unwrap();
+        assert!(s.delete(&id).await.unwrap());
+        assert_eq!(s.list().await.unwrap(), vec![id.clone()]);
+        assert!(s.exists(&id).await.unwrap());
+        assert_eq!(s.backend_name(), "recording");
+        assert!(s.capabilities().lease_lock);
+        let lock = s
+            .lock(&id, &hive_cred_core::LockOptions::new())
+            .await
+            .unwrap();
+        lock.release().await.unwrap();
+        assert!(s.scoped("alice").is_some(), "a namespaced view");
+        assert_eq!(
+            *backend.calls.lock().unwrap(),
+            ["load", "save", "delete", "list", "exists", "lock", "scoped"]
+        );
+    }
 }
