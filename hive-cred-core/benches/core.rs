@@ -1,5 +1,10 @@
 //! Hot paths of hive-cred-core: warm `get`, `resolve`, `needs_refresh`, and the stored
 //! codec every persistent backend decodes with on each load.
+//!
+//! `accounts/*`: warm `get`, `get_key` and `resolve` of an account addressed as
+//! `provider/alias` (`github/work`) against the same calls by plain id (`github`, an
+//! identical credential) and by the stored account id (`github.work`), measured in one
+//! run: the cost of account addressing on the calls tools make.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -98,5 +103,64 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// Two credentials with the same keys: `github` (plain id) and the account
+/// `github.work`; both warm in the cache.
+fn store_with_account(rt: &tokio::runtime::Runtime) -> CredentialStore {
+    let store = CredentialStore::builder()
+        .storage(Arc::new(MemoryStorage::new()))
+        .build()
+        .expect("store");
+    rt.block_on(async {
+        for (id, account) in [("github", None), ("github.work", Some("work"))] {
+            let mut b = CredentialObject::builder(id, CredentialType::ApiKey);
+            if let Some(alias) = account {
+                b = b.account("github", Some(alias));
+            }
+            let mut c = b.build().expect("valid");
+            c.set_key("access_token", "gho_0123456789abcdef", None)
+                .expect("key");
+            store.save(c).await.expect("save");
+            store.get(id).await.expect("warm");
+        }
+    });
+    store
+}
+
+fn bench_accounts(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = store_with_account(&rt);
+    let mut g = c.benchmark_group("accounts");
+    for (name, id) in [
+        ("plain_id", "github"),
+        ("account_id", "github.work"),
+        ("provider_alias", "github/work"),
+    ] {
+        g.bench_function(format!("get/{name}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(store.get(black_box(id)).await.expect("get")) })
+        });
+        g.bench_function(format!("get_key/{name}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                black_box(
+                    store
+                        .get_key(black_box(id), "access_token")
+                        .await
+                        .expect("get_key"),
+                )
+            })
+        });
+        let template = format!("Bearer {{{{{id}.access_token}}}}");
+        g.bench_function(format!("resolve/{name}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                black_box(store.resolve(black_box(&template)).await.expect("resolve"))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_accounts);
 criterion_main!(benches);

@@ -241,11 +241,28 @@ impl AccountInfo {
     }
 }
 
-fn validate_part(what: &str, s: &str) -> Result<()> {
-    let ok = !s.is_empty()
+/// Whether `s` is a valid provider or alias: 1 to 64 of `A-Z a-z 0-9 _ -`.
+fn part_ok(s: &str) -> bool {
+    !s.is_empty()
         && s.len() <= 64
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `reference` is a valid `provider/alias` address, without building its id.
+pub(crate) fn is_account_address(reference: &str) -> bool {
+    match reference.split_once('/') {
+        Some((provider, alias)) => {
+            part_ok(provider)
+                && part_ok(alias)
+                && (alias == DEFAULT_ALIAS || provider.len() + 1 + alias.len() <= id::MAX_ID_LEN)
+        }
+        None => false,
+    }
+}
+
+fn validate_part(what: &str, s: &str) -> Result<()> {
+    let ok = part_ok(s);
     if ok {
         Ok(())
     } else {
@@ -280,6 +297,20 @@ pub fn account_id(provider: &str, alias: &str) -> Result<CredentialId> {
 pub(crate) fn canonical_id(reference: &str) -> Result<Cow<'_, str>> {
     match reference.split_once('/') {
         None => Ok(Cow::Borrowed(reference)),
+        // Fast path (every call of get/get_key/resolve by `provider/alias`): valid parts
+        // make a valid id, so build it once; only a failure pays for the message.
+        Some((provider, DEFAULT_ALIAS)) if part_ok(provider) => Ok(Cow::Borrowed(provider)),
+        Some((provider, alias))
+            if part_ok(provider)
+                && part_ok(alias)
+                && provider.len() + 1 + alias.len() <= id::MAX_ID_LEN =>
+        {
+            let mut id = String::with_capacity(provider.len() + 1 + alias.len());
+            id.push_str(provider);
+            id.push('.');
+            id.push_str(alias);
+            Ok(Cow::Owned(id))
+        }
         Some((provider, alias)) => {
             let id = account_id(provider, alias).map_err(|e| {
                 Error::invalid_input(format!(
@@ -305,6 +336,40 @@ pub fn split_account_id(id: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The allocation-light paths agree with `account_id` on every shape, including the
+    /// id length limit (64 + 1 + 63 fits in 128, 64 + 1 + 64 does not).
+    #[test]
+    fn fast_paths_agree_with_account_id() {
+        let (p64, a63, a64) = ("p".repeat(64), "a".repeat(63), "a".repeat(64));
+        let long_ok = format!("{p64}/{a63}");
+        let too_long = format!("{p64}/{a64}");
+        let default_long = format!("{p64}/default");
+        for reference in [
+            "github/work",
+            "github/default",
+            "git-hub_2/Work-1",
+            long_ok.as_str(),
+            too_long.as_str(),
+            default_long.as_str(),
+            "github/",
+            "/work",
+            "a/b/c",
+            "git.hub/work",
+            "github/wo rk",
+            "github/w.k",
+        ] {
+            let (provider, alias) = reference.split_once('/').unwrap();
+            let slow = account_id(provider, alias);
+            let fast = canonical_id(reference);
+            assert_eq!(fast.is_ok(), slow.is_ok(), "{reference}");
+            assert_eq!(is_account_address(reference), slow.is_ok(), "{reference}");
+            if let (Ok(fast), Ok(slow)) = (fast, slow) {
+                assert_eq!(fast, slow.as_str(), "{reference}");
+            }
+        }
+        assert!(!is_account_address("github"));
+    }
 
     #[test]
     fn addresses_map_to_ids() {

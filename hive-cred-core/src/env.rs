@@ -27,9 +27,13 @@ pub struct EnvMapping {
     pub credential_type: CredentialType,
 }
 
+/// A by-name variable reader (see [`EnvStorage::from_lookup`]).
+type Lookup = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 enum Source {
     Process,
     Vars(HashMap<String, SecretString>),
+    Lookup(Lookup),
 }
 
 /// Read-only credentials from environment variables.
@@ -106,6 +110,33 @@ impl EnvStorage {
         }
     }
 
+    /// Reads variables by name through `lookup` (a config layer, a parsed `.env` file).
+    ///
+    /// A lookup answers for one name at a time and cannot list variables, so this
+    /// source finds the explicit mappings and Hive's `{ID}_API_KEY`, but not the
+    /// `{PREFIX}{ID}__{KEY}` convention (its key names are only known by listing).
+    /// `list` names the mapped credentials whose variable is set.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> hive_cred_core::Result<()> {
+    /// use hive_cred_core::{CredentialId, CredentialStorage, EnvStorage};
+    ///
+    /// let env = EnvStorage::from_lookup(|name| (name == "BRAVE_SEARCH_API_KEY").then(|| "BSA-1".to_string()));
+    /// assert!(env.load(&CredentialId::new("brave_search")?).await?.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_lookup<L>(lookup: L) -> Self
+    where
+        L: Fn(&str) -> Option<String> + Send + Sync + 'static,
+    {
+        EnvStorage {
+            prefix: DEFAULT_ENV_PREFIX.into(),
+            hive_convention: true,
+            mappings: Vec::new(),
+            source: Source::Lookup(std::sync::Arc::new(lookup)),
+        }
+    }
+
     /// Changes the convention prefix. An empty prefix disables the convention.
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -146,6 +177,7 @@ impl EnvStorage {
         match &self.source {
             Source::Process => std::env::var(name).ok().map(SecretString::from),
             Source::Vars(m) => m.get(name).cloned(),
+            Source::Lookup(lookup) => lookup(name).map(SecretString::from),
         }
     }
 
@@ -166,6 +198,8 @@ impl EnvStorage {
                 .filter(|(k, _)| k.starts_with(prefix))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            // A lookup cannot enumerate: the prefix convention finds nothing.
+            Source::Lookup(_) => Vec::new(),
         }
     }
 
@@ -213,6 +247,7 @@ impl fmt::Debug for EnvStorage {
                 &match self.source {
                     Source::Process => "process",
                     Source::Vars(_) => "vars",
+                    Source::Lookup(_) => "lookup",
                 },
             )
             .finish()
@@ -446,5 +481,52 @@ mod tests {
         );
         let off = env(&[("BRAVE_SEARCH_API_KEY", "x")]).with_hive_convention(false);
         assert!(off.load(&id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lookup_source_reads_mappings_and_hive_names_by_name() {
+        let vars: HashMap<String, String> = [
+            ("GH_PAT", "ghp-lookup"),
+            ("BRAVE_SEARCH_API_KEY", "brave-lookup"),
+            ("HIVE_CRED_OPENAI__API_KEY", "sk-not-found"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let e = EnvStorage::from_lookup(move |name| vars.get(name).cloned())
+            .with_mapping("github", "token", "GH_PAT", CredentialType::BearerToken)
+            .unwrap()
+            .with_mapping("slack", "api_key", "SLACK_UNSET", CredentialType::ApiKey)
+            .unwrap();
+        let gh = e
+            .load(&CredentialId::new("github").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(gh.credential_type(), CredentialType::BearerToken);
+        // EXPOSE: the test compares the secret value.
+        assert_eq!(gh.get_key("token").unwrap().expose_secret(), "ghp-lookup");
+        let brave = e
+            .load(&CredentialId::new("brave_search").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        // EXPOSE: the test compares the secret value.
+        assert_eq!(
+            brave.get_key("api_key").unwrap().expose_secret(),
+            "brave-lookup"
+        );
+        // The prefix convention needs listing, which a lookup cannot do.
+        assert!(
+            e.load(&CredentialId::new("openai").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            e.list().await.unwrap(),
+            vec![CredentialId::new("github").unwrap()]
+        );
+        assert!(format!("{e:?}").contains("lookup"));
     }
 }

@@ -110,7 +110,7 @@ fn find_pair(s: &str, c: u8) -> Option<usize> {
 /// Whether `id` is a credential id or a `provider/alias` account address.
 fn valid_reference(id: &str) -> bool {
     if id.contains('/') {
-        crate::account::canonical_id(id).is_ok()
+        crate::account::is_account_address(id)
     } else {
         id::validate(id).is_ok()
     }

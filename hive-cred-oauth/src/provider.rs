@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hive_cred_core::{
-    Clock, CredentialObject, CredentialProvider, Error, ErrorKind, ExposeSecret, Metadata, Result,
-    SecretString, SystemClock,
+    Clock, CredentialObject, CredentialProvider, CredentialType, Error, ErrorKind, ExposeSecret,
+    Metadata, Result, SecretString, SystemClock,
 };
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
@@ -557,10 +557,20 @@ impl CredentialProvider for OAuth2Provider {
         Some(self.config.timeout())
     }
 
-    /// Whether the credential has a `refresh_token` key; with the client credentials
-    /// grant, always.
+    /// `oauth2` and `bearer_token`: the types OAuth2 tokens are stored as (the Python
+    /// Hive's OAuth2 providers declare the same pair, so imported Hive bearer tokens
+    /// with a refresh token stay refreshable).
+    fn credential_types(&self) -> Vec<CredentialType> {
+        vec![CredentialType::OAuth2, CredentialType::BearerToken]
+    }
+
+    /// Whether the credential is of one of [`credential_types`](Self::credential_types)
+    /// and has a `refresh_token` key (with the client credentials grant, no refresh
+    /// token is needed).
     fn supports(&self, credential: &CredentialObject) -> bool {
-        self.config.grant == Grant::ClientCredentials || credential.has_key(REFRESH_TOKEN)
+        self.credential_types()
+            .contains(&credential.credential_type())
+            && (self.config.grant == Grant::ClientCredentials || credential.has_key(REFRESH_TOKEN))
     }
 
     async fn refresh(&self, credential: &CredentialObject) -> Result<CredentialObject> {

@@ -405,3 +405,42 @@ fn non_loopback_http_token_url_is_rejected_at_new() {
         );
     }
 }
+
+#[tokio::test]
+async fn declares_the_oauth2_and_bearer_token_types_it_refreshes() {
+    use hive_cred_core::CredentialType;
+    let server = TestServer::start().await;
+    let p = provider(&server, "/token/rotate", clock(), |c| c);
+    let types = p.credential_types();
+    assert!(types.contains(&CredentialType::OAuth2), "{types:?}");
+    assert!(types.contains(&CredentialType::BearerToken), "{types:?}");
+    assert!(!types.contains(&CredentialType::ApiKey), "{types:?}");
+    // supports() follows the declared types (as the trait's default does), then needs
+    // a refresh token.
+    let oauth = expired_credential("o", "test_oauth", "rt");
+    assert!(p.supports(&oauth));
+    for (t, expected) in [
+        (CredentialType::BearerToken, true),
+        (CredentialType::ApiKey, false),
+        (CredentialType::BasicAuth, false),
+    ] {
+        let mut c = hive_cred_core::CredentialObject::builder("c", t)
+            .provider_id("test_oauth")
+            .build()
+            .unwrap();
+        c.set_key("refresh_token", "rt", None).unwrap();
+        assert_eq!(p.supports(&c), expected, "{t:?}");
+    }
+    // A client-credentials provider declares the same types and needs no refresh token.
+    let cc = provider(&server, "/token/rotate", clock(), |c| {
+        c.with_grant(hive_cred_oauth::Grant::ClientCredentials)
+    });
+    assert_eq!(cc.credential_types(), types);
+    let mut bare = hive_cred_core::CredentialObject::builder("b", CredentialType::OAuth2)
+        .provider_id("test_oauth")
+        .build()
+        .unwrap();
+    bare.set_key("access_token", "at", None).unwrap();
+    assert!(cc.supports(&bare));
+    assert!(!p.supports(&bare));
+}

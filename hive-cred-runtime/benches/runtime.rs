@@ -7,6 +7,11 @@
 //! - `redactor/build_1000x6`: building that automaton.
 //! - `runtime/prestep_10_fresh`: the pre-step for a node declaring 10 credentials that
 //!   need no refresh (goal: under 10 µs).
+//! - `runtime/prestep_10_pinned_accounts`: the same node over 10 providers with two
+//!   accounts each, declared by provider and pinned to one account each
+//!   (`NodeSpec::account`); `runtime/prestep_10_provider_alias_ids` declares the same
+//!   accounts as `provider/alias` without pins. Same run as `prestep_10_fresh`, so the
+//!   ratios are the cost of pins and account addressing.
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
 use std::hint::black_box;
@@ -170,5 +175,55 @@ fn bench_prestep(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_redactor, bench_prestep);
+fn bench_prestep_accounts(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let runtime = rt.block_on(async {
+        let runtime = AgentRuntime::builder()
+            .storage(Arc::new(MemoryStorage::new()))
+            .build()
+            .await
+            .expect("runtime");
+        for i in 0..10 {
+            for alias in ["work", "personal"] {
+                let mut c =
+                    CredentialObject::builder(format!("prov{i}.{alias}"), CredentialType::ApiKey)
+                        .account(format!("prov{i}"), Some(alias))
+                        .build()
+                        .expect("valid id");
+                c.set_key("api_key", format!("api-key-{alias}-{i:04}"), None)
+                    .expect("valid key");
+                runtime.credential_store.save(c).await.expect("saved");
+            }
+        }
+        runtime
+    });
+    let mut pinned = NodeSpec::new("bench").credentials((0..10).map(|i| format!("prov{i}")));
+    for i in 0..10 {
+        pinned = pinned.account(format!("prov{i}"), "work");
+    }
+    let addressed = NodeSpec::new("bench").credentials((0..10).map(|i| format!("prov{i}/work")));
+    for spec in [&pinned, &addressed] {
+        // Warm the cache (as after the first node run); every pin resolves.
+        let ctx = rt.block_on(runtime.prepare_node(spec)).expect("prestep");
+        assert_eq!(ctx.credentials().len(), 10);
+    }
+    c.bench_function("runtime/prestep_10_pinned_accounts", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(runtime.prepare_node(&pinned).await.expect("prestep")) })
+    });
+    c.bench_function("runtime/prestep_10_provider_alias_ids", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(runtime.prepare_node(&addressed).await.expect("prestep")) })
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_redactor,
+    bench_prestep,
+    bench_prestep_accounts
+);
 criterion_main!(benches);

@@ -162,15 +162,25 @@ impl AgentRuntime {
     /// | `HIVE_CREDENTIAL_KEY` / `HIVE_CREDENTIAL_PASSPHRASE` | unlock the local store |
     /// | `HIVE_CRED_CONFIG` | a TOML or JSON [`RuntimeConfig`] file (OAuth2 providers, audit log) |
     /// | `HIVE_CRED_AUDIT_LOG` | append the audit trail to this JSON-lines file |
+    /// | a spec's `env_var` (`BRAVE_SEARCH_API_KEY`, `OPENAI_API_KEY`, ...), `HIVE_CRED_{ID}__{KEY}`, `{ID}_API_KEY` | credentials the backend does not hold |
     ///
-    /// See [`Backend::select`] for the backend choice.
+    /// See [`Backend::select`] for the backend choice. Credentials stored in the
+    /// backend win over the environment, which fills the gaps (see
+    /// [`AgentRuntimeBuilder::env_fallback`](crate::AgentRuntimeBuilder::env_fallback)):
+    /// with `BRAVE_SEARCH_API_KEY` set and no stored `brave_search`,
+    /// `runtime.credential_store.get("brave_search")` returns the variable's key.
     pub async fn from_env() -> Result<AgentRuntime> {
-        Self::from_lookup(|name| std::env::var(name).ok()).await
+        let lookup: EnvLookup = Arc::new(|name: &str| std::env::var(name).ok());
+        let backend = Backend::select(lookup.as_ref(), None)?;
+        Self::assemble(&backend, lookup, hive_cred_core::EnvStorage::new()).await
     }
 
     /// [`from_env`](Self::from_env) reading variables through `lookup` (tests, config
-    /// layers). The `Env` backend (no `local`, no `vault`) still reads the process
-    /// environment.
+    /// layers, a parsed `.env` file). The environment fallback reads through `lookup`
+    /// too, by name: the specs' `env_var`s and `{ID}_API_KEY`, but not
+    /// `HIVE_CRED_{ID}__{KEY}`, whose key names only listing the variables shows
+    /// ([`EnvStorage::from_lookup`](hive_cred_core::EnvStorage::from_lookup)). The
+    /// `Env` backend (no `local`, no `vault`) still reads the process environment.
     pub async fn from_lookup<L>(lookup: L) -> Result<AgentRuntime>
     where
         L: Fn(&str) -> Option<String> + Send + Sync + 'static,
@@ -181,8 +191,19 @@ impl AgentRuntime {
     }
 
     /// A runtime over `backend`, with the config file and audit log named by `lookup`
-    /// (`HIVE_CRED_CONFIG`, `HIVE_CRED_AUDIT_LOG`).
+    /// (`HIVE_CRED_CONFIG`, `HIVE_CRED_AUDIT_LOG`) and the environment fallback read
+    /// through `lookup` (as [`from_lookup`](Self::from_lookup)).
     pub async fn from_backend(backend: &Backend, lookup: EnvLookup) -> Result<AgentRuntime> {
+        let by_name = lookup.clone();
+        let env = hive_cred_core::EnvStorage::from_lookup(move |name| by_name(name));
+        Self::assemble(backend, lookup, env).await
+    }
+
+    async fn assemble(
+        backend: &Backend,
+        lookup: EnvLookup,
+        env: hive_cred_core::EnvStorage,
+    ) -> Result<AgentRuntime> {
         let mut config = match non_empty(lookup.as_ref(), CONFIG_ENV) {
             Some(path) => RuntimeConfig::load(&path)
                 .map_err(|e| e.with_message_prefix(format!("{CONFIG_ENV} names a bad config")))?,
@@ -195,6 +216,7 @@ impl AgentRuntime {
             .storage(storage)
             .config(config)
             .env_lookup(lookup)
+            .env_fallback(env)
             .build()
             .await
     }

@@ -6,6 +6,7 @@ mod backend;
 mod canary;
 mod config;
 mod encoding;
+mod fallback;
 #[cfg(feature = "health")]
 mod health;
 #[cfg(feature = "http")]

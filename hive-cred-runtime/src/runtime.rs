@@ -259,6 +259,16 @@ impl StorageLayer for ObservedStorage {
         self.canaries.observe(credential);
         self.inner.save(credential).await
     }
+    fn scoped(&self, principal: &str) -> Option<Arc<dyn CredentialStorage>> {
+        // The backend's native per-user view (Vault's per-principal prefix), observed
+        // like the rest; without one the store namespaces ids through this layer.
+        let view = self.inner.scoped(principal)?;
+        Some(Arc::new(ObservedStorage {
+            inner: view,
+            redactor: self.redactor.clone(),
+            canaries: self.canaries.clone(),
+        }))
+    }
 }
 
 /// The credential side of an agent runtime.
@@ -339,6 +349,7 @@ pub struct AgentRuntimeBuilder {
     lock_options: LockOptions,
     clock: Option<Arc<dyn Clock>>,
     specs: Option<SpecCatalogue>,
+    env_fallback: Option<hive_cred_core::EnvStorage>,
     #[cfg(feature = "health")]
     health: Option<crate::health::HealthChecker>,
     #[cfg(feature = "health")]
@@ -359,6 +370,7 @@ impl Default for AgentRuntimeBuilder {
             lock_options: LockOptions::default(),
             clock: None,
             specs: None,
+            env_fallback: None,
             #[cfg(feature = "health")]
             health: None,
             #[cfg(feature = "health")]
@@ -465,6 +477,21 @@ impl AgentRuntimeBuilder {
         self
     }
 
+    /// Environment variables under the storage: ids the storage does not hold are read
+    /// from `env`, with a mapping added for each spec's `env_var` (so
+    /// `BRAVE_SEARCH_API_KEY` is `brave_search`'s `api_key`), besides `env`'s own
+    /// conventions (`HIVE_CRED_{ID}__{KEY}`, Hive's `{ID}_API_KEY`).
+    ///
+    /// Stored credentials win: a saved key or a refreshed token is never shadowed by a
+    /// variable (delete the stored credential to use the variable). Writes, deletes
+    /// and locks go to the storage alone, `list` names both, and per-user views
+    /// ([`CredentialStore::for_user`]) do not see the environment. Default: none;
+    /// [`AgentRuntime::from_env`] sets it.
+    pub fn env_fallback(mut self, env: hive_cred_core::EnvStorage) -> Self {
+        self.env_fallback = Some(env);
+        self
+    }
+
     /// The health checker preflight uses (feature `health`). Default: one built from
     /// the config's `[health]` table when a config is given, else none.
     #[cfg(feature = "health")]
@@ -517,6 +544,13 @@ impl AgentRuntimeBuilder {
                 h
             })
         });
+        let storage: Arc<dyn CredentialStorage> = match self.env_fallback {
+            Some(env) => Arc::new(crate::fallback::EnvFallback::new(
+                storage,
+                specs.env_storage(env)?,
+            )),
+            None => storage,
+        };
         let mut audit = self.audit.unwrap_or_default();
         let mut builder = self.store;
         let (mut policy, mut lock_options) = (self.policy, self.lock_options);

@@ -549,3 +549,148 @@ any_of = [["brave_search", "serpapi"]]
         assert!(stdout.contains(needle), "{needle}: {stdout}");
     }
 }
+
+/// A health endpoint on 127.0.0.1 (GitHub's `/user` shape): a bearer token starting
+/// `good-` gets 200 with `{"login": ...}`, anything else 401. Returns its base URL; the
+/// server lives as long as the returned runtime.
+fn health_server() -> (String, tokio::runtime::Runtime) {
+    use axum::http::{HeaderMap, StatusCode};
+    async fn user(headers: HeaderMap) -> (StatusCode, String) {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match auth.strip_prefix("Bearer good-") {
+            Some(_) => (StatusCode::OK, r#"{"login":"octocat","id":42}"#.to_string()),
+            None => (
+                StatusCode::UNAUTHORIZED,
+                r#"{"message":"Bad credentials"}"#.to_string(),
+            ),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/user", axum::routing::get(user));
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), rt)
+}
+
+/// `hive-cred check` against a user spec whose health check points at a 127.0.0.1
+/// server: the valid token is healthy with the identity read through the JSON pointer,
+/// the revoked one (401) is rejected and its account marked failed, and kept; no value
+/// is printed.
+#[test]
+fn check_probes_the_spec_endpoint_records_status_and_keeps_failed_credentials() {
+    const GOOD: &str = "good-cli-health-7d1e0b";
+    const REVOKED: &str = "revoked-cli-health-93ac4f";
+    let (base, _server) = health_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = init(tmp.path());
+    let specs = tmp.path().join("specs.toml");
+    std::fs::write(
+        &specs,
+        format!(
+            r#"
+[[credentials]]
+id = "acme"
+description = "ACME token"
+required_keys = ["api_key"]
+env_var = "ACME_TOKEN"
+[credentials.health_check]
+url = "{base}/user"
+auth = "bearer"
+identity_pointer = "/login"
+identity_field = "username"
+"#
+        ),
+    )
+    .unwrap();
+    let config = tmp.path().join("hive.toml");
+    std::fs::write(
+        &config,
+        format!("specs = [{:?}]\n", specs.display().to_string()),
+    )
+    .unwrap();
+    let run = || {
+        let mut c = keyed(tmp.path(), &key);
+        c.env("HIVE_CRED_CONFIG", &config);
+        c
+    };
+    for (id, value) in [("acme.work", GOOD), ("acme.old", REVOKED)] {
+        run()
+            .args(["set", id, "api_key"])
+            .write_stdin(format!("{value}\n"))
+            .assert()
+            .success();
+    }
+    let no_secret = |out: &std::process::Output| {
+        for text in [&out.stdout, &out.stderr] {
+            let text = String::from_utf8_lossy(text);
+            assert!(!text.contains(GOOD) && !text.contains(REVOKED), "{text}");
+        }
+    };
+
+    // One credential, text output: healthy, with the identity.
+    let out = run().args(["check", "acme.work"]).assert().success();
+    no_secret(out.get_output());
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains("healthy") && stdout.contains("octocat"),
+        "{stdout}"
+    );
+
+    // Every stored credential with a health check, JSON: one fails, exit 1.
+    let out = run().args(["check", "--json"]).assert().code(1);
+    no_secret(out.get_output());
+    let reports: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let by_id = |id: &str| {
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {reports}"))
+            .clone()
+    };
+    let good = by_id("acme.work");
+    assert_eq!(good["status"], "healthy");
+    assert_eq!(good["http_status"], 200);
+    let bad = by_id("acme.old");
+    assert_eq!(bad["status"], "rejected");
+    assert_eq!(bad["http_status"], 401);
+    assert!(bad.get("identity").is_none_or(|i| i.is_null()), "{bad}");
+
+    // The checks are recorded on the accounts; the failed credential is kept.
+    let out = run()
+        .args(["accounts", "acme", "--json"])
+        .assert()
+        .success();
+    no_secret(out.get_output());
+    let accounts: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let account = |alias: &str| {
+        accounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["alias"] == alias)
+            .unwrap_or_else(|| panic!("{alias} in {accounts}"))
+            .clone()
+    };
+    assert_eq!(account("work")["status"], "active");
+    assert_eq!(account("work")["identity"]["username"], "octocat");
+    assert_eq!(account("old")["status"], "failed");
+    assert!(!account("old")["last_checked"].is_null());
+    let out = run().args(["list"]).assert().success();
+    let listed = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        listed.contains("acme.old") && listed.contains("acme.work"),
+        "{listed}"
+    );
+}

@@ -164,6 +164,10 @@ impl CredentialStore {
     /// account: status, time (the store's clock) and, when found, the identity. The
     /// credential is kept whatever the status. Account metadata is created from the id
     /// (`provider.alias`) when the credential has none.
+    ///
+    /// A credential that is not stored (version 0: read from a read-only layer such as
+    /// the environment under a [`CompositeStorage`](crate::CompositeStorage)) is not
+    /// copied into the writable storage: the check is returned on it, not saved.
     pub async fn record_check(
         &self,
         id: &str,
@@ -187,6 +191,10 @@ impl CredentialStore {
             let updated = credential.updated_at();
             credential.set_account(Some(account));
             credential.set_timestamps(credential.created_at(), updated);
+            if credential.version() == 0 {
+                // Saving would persist a value the person only put in a variable.
+                return Ok(Arc::new(credential));
+            }
             match self.save(credential).await {
                 Err(e) if e.kind() == ErrorKind::Conflict => continue,
                 other => return other,

@@ -1659,6 +1659,7 @@ async fn a_bare_placeholder_takes_the_default_key() {
 
 mod accounts_and_users {
     use super::super::CredentialStore;
+    use crate::storage::CredentialStorage as _;
     use crate::{
         AccessEvent, AccessHook, AccountStatus, ActionRequired, CredentialIdentity,
         CredentialObject, CredentialType, ErrorKind, ExposeSecret, MemoryStorage,
@@ -1780,6 +1781,27 @@ mod accounts_and_users {
         assert!(a.last_checked.is_some());
         assert_eq!(a.identity.label(), Some("octo"));
         assert!(c.has_key("api_key"));
+    }
+
+    #[tokio::test]
+    async fn record_check_does_not_copy_an_environment_credential_into_the_store() {
+        let primary = Arc::new(MemoryStorage::new());
+        let env = crate::EnvStorage::from_vars(std::collections::HashMap::from([(
+            "BRAVE_SEARCH_API_KEY".to_string(),
+            "from-env-0123".to_string(),
+        )]));
+        let s = CredentialStore::builder()
+            .storage(Arc::new(
+                crate::CompositeStorage::new(primary.clone()).layer(Arc::new(env)),
+            ))
+            .build()
+            .unwrap();
+        let checked = s
+            .record_check("brave_search", AccountStatus::Active, None)
+            .await
+            .unwrap();
+        assert_eq!(checked.account().unwrap().status, AccountStatus::Active);
+        assert!(primary.list().await.unwrap().is_empty(), "not persisted");
     }
 
     #[derive(Debug, Default)]

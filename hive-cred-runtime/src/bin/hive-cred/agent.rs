@@ -9,9 +9,14 @@ use serde::Deserialize;
 
 use crate::commands::{config, fmt_time, open_storage};
 
+/// The runtime an agent from `AgentRuntime::from_env` would have over this store:
+/// the environment (specs' variables, `HIVE_CRED_{ID}__{KEY}`, `{ID}_API_KEY`) under
+/// the stored credentials.
 async fn runtime(dir: Option<&Path>, health: bool) -> Result<AgentRuntime> {
     let storage = open_storage(dir).await?;
-    let mut builder = AgentRuntime::builder().storage(storage);
+    let mut builder = AgentRuntime::builder()
+        .storage(storage)
+        .env_fallback(hive_cred_core::EnvStorage::new());
     match (config()?, health) {
         // The config's [health] table sets the checker up.
         (Some(config), true) => builder = builder.config(config),
