@@ -137,16 +137,28 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// A local store in a temp dir with a random raw key.
     async fn new(config: MockConfig) -> Fixture {
-        let server = Arc::new(MockTokenServer::start(config).await);
         let dir = tempfile::tempdir().unwrap();
         let (key, b64) = KeySource::generate().unwrap();
         let local = LocalStorage::open(dir.path().join("credentials"), key)
             .await
             .unwrap();
+        // EXPOSE: handed to child processes in HIVE_CREDENTIAL_KEY, as an operator would.
+        let key_b64 = b64.expose_secret().to_owned();
+        Fixture::over(config, Arc::new(local), dir, key_b64).await
+    }
+
+    async fn over(
+        config: MockConfig,
+        storage: Arc<dyn CredentialStorage>,
+        dir: tempfile::TempDir,
+        key_b64: String,
+    ) -> Fixture {
+        let server = Arc::new(MockTokenServer::start(config).await);
         let s = server.clone();
         let recording = Arc::new(Recording {
-            inner: Arc::new(local),
+            inner: storage,
             events: Arc::default(),
             arrivals: Arc::new(move || s.counts().arrivals),
             fail_saves: AtomicBool::new(false),
@@ -158,8 +170,7 @@ impl Fixture {
         Fixture {
             server,
             dir,
-            // EXPOSE: handed to child processes in HIVE_CREDENTIAL_KEY, as an operator would.
-            key_b64: b64.expose_secret().to_owned(),
+            key_b64,
             recording,
             store,
         }
@@ -549,6 +560,59 @@ async fn debug_and_errors_carry_no_token() {
     for token in [&access, &refresh] {
         assert!(!shown.contains(token.as_str()), "{shown}");
     }
+}
+
+/// The same flow with the tokens in Vault (an OpenBao dev server, started by the
+/// workspace's test kit; under `CI=true` a missing `bao` fails the test): obtained,
+/// refreshed under Vault's lease lock, rotated refresh token stored.
+#[cfg(feature = "vault")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_obtained_through_rmcp_live_in_vault_and_refresh_under_its_lease_lock() {
+    use hive_cred_vault::{VaultAuth, VaultConfig, VaultStorage};
+    let Some(vault) = hive_cred_vault::testkit::shared() else {
+        return;
+    };
+    let prefix = format!("hive-test/mcp-{:016x}", rand::random::<u64>());
+    let config = VaultConfig::new(&vault.addr, VaultAuth::token(vault.root_token.clone()))
+        .unwrap()
+        .with_path_prefix(&prefix)
+        .unwrap();
+    let storage = VaultStorage::new(config).await.unwrap();
+    assert!(storage.capabilities().lease_lock);
+    let f = Fixture::over(
+        MockConfig::new(),
+        Arc::new(storage),
+        tempfile::tempdir().unwrap(),
+        String::new(),
+    )
+    .await;
+    let mcp = f.mcp();
+    let manager = f.authorize(&mcp, Some(CLIENT)).await;
+    let stored = f.stored().await;
+    assert_eq!(f.recording.inner.backend_name(), "vault");
+    assert_eq!(
+        secret(stored.get_key("refresh_token").unwrap()),
+        secret(&f.server.current_refresh_token())
+    );
+    assert_eq!(secret(stored.get_key("client_id").unwrap()), CLIENT);
+
+    let old_refresh = secret(&f.server.current_refresh_token());
+    f.backdate(&mcp).await;
+    let before = f.server.counts().arrivals;
+    let token = manager.get_access_token().await.unwrap();
+    assert_eq!(token, secret(&f.server.latest_access_token().unwrap()));
+    let rotated = secret(f.stored().await.get_key("refresh_token").unwrap());
+    assert_ne!(rotated, old_refresh);
+    assert_eq!(rotated, secret(&f.server.current_refresh_token()));
+    released(&f.recording).await;
+    assert_eq!(
+        f.recording.events(),
+        vec![
+            ("lock".to_string(), before),
+            ("save".to_string(), before + 1),
+            ("release".to_string(), before + 1),
+        ]
+    );
 }
 
 // ------------------------------------------------------------- two processes
