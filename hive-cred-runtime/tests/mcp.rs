@@ -538,81 +538,73 @@ fn oauth2_verifier() -> String {
     format!("verifier-canary-{:032x}", rand::random::<u128>())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn debug_and_errors_carry_no_token() {
-    let f = Fixture::new(MockConfig::new()).await;
-    let mcp = f.mcp();
-    let _manager = f.authorize(&mcp, Some(CLIENT)).await;
-    let access = secret(&f.server.latest_access_token().unwrap());
-    let refresh = secret(&f.server.current_refresh_token());
-    let creds = mcp.load().await.unwrap().unwrap();
-    // A malformed credential under the id: the error names the id, no value.
-    let mut other = CredentialObject::new("mcp-other", CredentialType::OAuth2).unwrap();
-    other.set_key("access_token", access.clone(), None).unwrap();
-    f.store.save(other).await.unwrap();
-    let broken = McpCredentialStore::new(&f.store, "mcp-other").unwrap();
-    let e = broken.load().await.unwrap_err();
-    let shown = format!(
-        "{mcp:?} {creds:?} {e} {e:?} {:?}",
-        McpStateStore::new(&f.store, ID).unwrap()
-    );
-    assert!(shown.contains(ID) && shown.contains("mcp-other"), "{shown}");
-    for token in [&access, &refresh] {
-        assert!(!shown.contains(token.as_str()), "{shown}");
+/// Captured log output.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-/// The same flow with the tokens in Vault (an OpenBao dev server, started by the
-/// workspace's test kit; under `CI=true` a missing `bao` fails the test): obtained,
-/// refreshed under Vault's lease lock, rotated refresh token stored.
-#[cfg(feature = "vault")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_obtained_through_rmcp_live_in_vault_and_refresh_under_its_lease_lock() {
-    use hive_cred_vault::{VaultAuth, VaultConfig, VaultStorage};
-    let Some(vault) = hive_cred_vault::testkit::shared() else {
-        return;
-    };
-    let prefix = format!("hive-test/mcp-{:016x}", rand::random::<u64>());
-    let config = VaultConfig::new(&vault.addr, VaultAuth::token(vault.root_token.clone()))
-        .unwrap()
-        .with_path_prefix(&prefix)
-        .unwrap();
-    let storage = VaultStorage::new(config).await.unwrap();
-    assert!(storage.capabilities().lease_lock);
-    let f = Fixture::over(
-        MockConfig::new(),
-        Arc::new(storage),
-        tempfile::tempdir().unwrap(),
-        String::new(),
-    )
-    .await;
+/// No token in Debug output, errors, or the TRACE-level log of a whole flow (rmcp's
+/// own events included): authorise, refresh, a failed save, a rejected refresh.
+/// Current-thread runtime, so every event of the flow reaches the captured subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn debug_errors_and_logs_carry_no_token() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let f = Fixture::new(MockConfig::new()).await;
     let mcp = f.mcp();
     let manager = f.authorize(&mcp, Some(CLIENT)).await;
-    let stored = f.stored().await;
-    assert_eq!(f.recording.inner.backend_name(), "vault");
-    assert_eq!(
-        secret(stored.get_key("refresh_token").unwrap()),
-        secret(&f.server.current_refresh_token())
-    );
-    assert_eq!(secret(stored.get_key("client_id").unwrap()), CLIENT);
-
-    let old_refresh = secret(&f.server.current_refresh_token());
+    let mut tokens = vec![
+        secret(&f.server.latest_access_token().unwrap()),
+        secret(&f.server.current_refresh_token()),
+    ];
     f.backdate(&mcp).await;
-    let before = f.server.counts().arrivals;
-    let token = manager.get_access_token().await.unwrap();
-    assert_eq!(token, secret(&f.server.latest_access_token().unwrap()));
-    let rotated = secret(f.stored().await.get_key("refresh_token").unwrap());
-    assert_ne!(rotated, old_refresh);
-    assert_eq!(rotated, secret(&f.server.current_refresh_token()));
-    released(&f.recording).await;
-    assert_eq!(
-        f.recording.events(),
-        vec![
-            ("lock".to_string(), before),
-            ("save".to_string(), before + 1),
-            ("release".to_string(), before + 1),
-        ]
+    f.recording.fail_saves.store(true, Ordering::SeqCst);
+    manager.get_access_token().await.unwrap();
+    f.recording.fail_saves.store(false, Ordering::SeqCst);
+    assert!(mcp.settle(Duration::from_secs(20)).await);
+    tokens.push(secret(&f.server.latest_access_token().unwrap()));
+    tokens.push(secret(&f.server.current_refresh_token()));
+    f.backdate(&mcp).await;
+    f.server.fail_next(Fault::InvalidGrant);
+    let rejected = manager.get_access_token().await.unwrap_err();
+
+    let creds = mcp.load().await.unwrap().unwrap();
+    // A malformed credential under another id: the error names the id, no value.
+    let mut other = CredentialObject::new("mcp-other", CredentialType::OAuth2).unwrap();
+    other
+        .set_key("access_token", tokens[0].clone(), None)
+        .unwrap();
+    f.store.save(other).await.unwrap();
+    let broken = McpCredentialStore::new(&f.store, "mcp-other").unwrap();
+    let e = broken.load().await.unwrap_err();
+    let unauthorized = mcp.ensure_authorized().await.unwrap_err();
+    let shown = format!(
+        "{mcp:?} {creds:?} {e} {e:?} {rejected} {rejected:?} {unauthorized} {unauthorized:?} {:?}",
+        McpStateStore::new(&f.store, ID).unwrap()
     );
+    assert!(shown.contains(ID) && shown.contains("mcp-other"), "{shown}");
+    let log = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("hive_cred::mcp"), "the flow was logged");
+    for token in &tokens {
+        assert!(!shown.contains(token.as_str()), "{shown}");
+        assert!(!log.contains(token.as_str()), "a token in the log");
+    }
 }
 
 // ------------------------------------------------------------- two processes
@@ -628,8 +620,8 @@ fn fingerprint(token: &str) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// The child's entry point: returns at once unless run as a child. Opens the local
-/// store, builds rmcp's manager on it, waits for the start file, asks rmcp for the
+/// The child's entry point: returns at once unless run as a child. Builds its
+/// `AgentRuntime` from the environment, rmcp's manager on its store, waits for the start file, asks rmcp for the
 /// access token once and prints its fingerprint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_child_process() {
@@ -637,15 +629,10 @@ async fn mcp_child_process() {
         return;
     };
     let p: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    let dir = p["dir"].as_str().unwrap();
-    let local = LocalStorage::open(dir, KeySource::from_env().unwrap())
-        .await
-        .unwrap();
-    let store = CredentialStore::builder()
-        .storage(Arc::new(local))
-        .build()
-        .unwrap();
-    let mcp = McpCredentialStore::new(&store, ID).unwrap();
+    // The assembled product, as an agent builds it: local store from HIVE_HOME and
+    // HIVE_CREDENTIAL_KEY.
+    let runtime = hive_cred_runtime::AgentRuntime::from_env().await.unwrap();
+    let mcp = McpCredentialStore::new(&runtime.credential_store, ID).unwrap();
     let mut manager = manager_for(p["base"].as_str().unwrap(), &mcp).await;
     assert!(manager.initialize_from_store().await.unwrap());
     println!("{READY}");
@@ -674,7 +661,11 @@ impl Proc {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, params.to_string())
+            .env("HIVE_HOME", params["home"].as_str().unwrap())
             .env("HIVE_CREDENTIAL_KEY", key_b64)
+            .env_remove("HIVE_VAULT_ADDR")
+            .env_remove("HIVE_CRED_CONFIG")
+            .env_remove("HIVE_CRED_AUDIT_LOG")
             .env_remove("HIVE_CREDENTIAL_PASSPHRASE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -725,7 +716,7 @@ async fn two_processes_refreshing_through_rmcp_make_one_token_request() {
     let coord = tempfile::tempdir().unwrap();
     let go = coord.path().join("go");
     let params = serde_json::json!({
-        "dir": f.store_dir(),
+        "home": f.dir.path(),
         "base": f.server.url("/"),
         "go": go,
     });
