@@ -607,6 +607,59 @@ async fn debug_errors_and_logs_carry_no_token() {
     }
 }
 
+/// The same flow with the tokens in Vault (an OpenBao dev server, started by the
+/// workspace's test kit; under `CI=true` a missing `bao` fails the test): obtained,
+/// refreshed under Vault's lease lock, rotated refresh token stored.
+#[cfg(feature = "vault")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_obtained_through_rmcp_live_in_vault_and_refresh_under_its_lease_lock() {
+    use hive_cred_vault::{VaultAuth, VaultConfig, VaultStorage};
+    let Some(vault) = hive_cred_vault::testkit::shared() else {
+        return;
+    };
+    let prefix = format!("hive-test/mcp-{:016x}", rand::random::<u64>());
+    let config = VaultConfig::new(&vault.addr, VaultAuth::token(vault.root_token.clone()))
+        .unwrap()
+        .with_path_prefix(&prefix)
+        .unwrap();
+    let storage = VaultStorage::new(config).await.unwrap();
+    assert!(storage.capabilities().lease_lock);
+    let f = Fixture::over(
+        MockConfig::new(),
+        Arc::new(storage),
+        tempfile::tempdir().unwrap(),
+        String::new(),
+    )
+    .await;
+    let mcp = f.mcp();
+    let manager = f.authorize(&mcp, Some(CLIENT)).await;
+    let stored = f.stored().await;
+    assert_eq!(f.recording.inner.backend_name(), "vault");
+    assert_eq!(
+        secret(stored.get_key("refresh_token").unwrap()),
+        secret(&f.server.current_refresh_token())
+    );
+    assert_eq!(secret(stored.get_key("client_id").unwrap()), CLIENT);
+
+    let old_refresh = secret(&f.server.current_refresh_token());
+    f.backdate(&mcp).await;
+    let before = f.server.counts().arrivals;
+    let token = manager.get_access_token().await.unwrap();
+    assert_eq!(token, secret(&f.server.latest_access_token().unwrap()));
+    let rotated = secret(f.stored().await.get_key("refresh_token").unwrap());
+    assert_ne!(rotated, old_refresh);
+    assert_eq!(rotated, secret(&f.server.current_refresh_token()));
+    released(&f.recording).await;
+    assert_eq!(
+        f.recording.events(),
+        vec![
+            ("lock".to_string(), before),
+            ("save".to_string(), before + 1),
+            ("release".to_string(), before + 1),
+        ]
+    );
+}
+
 // ------------------------------------------------------------- two processes
 
 const CHILD_ENV: &str = "HIVE_MCP_CHILD";
