@@ -262,3 +262,110 @@ pub(super) fn same_secrets(a: &CredentialObject, b: &CredentialObject) -> bool {
             })
         })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn response(v: Value) -> OAuthTokenResponse {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn round_trip(creds: &StoredCredentials) -> StoredCredentials {
+        let id = CredentialId::new("mcp-x").unwrap();
+        to_stored(&to_object(&id, creds, None).unwrap()).unwrap()
+    }
+
+    fn same(a: &StoredCredentials, b: &StoredCredentials) {
+        assert_eq!(
+            serde_json::to_value(a).unwrap(),
+            serde_json::to_value(b).unwrap()
+        );
+    }
+
+    #[test]
+    fn stored_credentials_survive_the_round_trip() {
+        let full = StoredCredentials::new(
+            "client-1".into(),
+            Some(response(json!({
+                "access_token": "at-1", "token_type": "bearer", "expires_in": 3600,
+                "refresh_token": "rt-1", "scope": "read write",
+                "id_token": "jwt-1", "vendor": {"n": 1}
+            }))),
+            vec!["read".into(), "write".into()],
+            Some(1_700_000_000),
+        )
+        .with_issuer(Some("https://as.example".into()));
+        same(&round_trip(&full), &full);
+
+        let minimal = StoredCredentials::new(
+            "client-2".into(),
+            Some(response(
+                json!({"access_token": "at-2", "token_type": "Bearer"}),
+            )),
+            vec![],
+            None,
+        );
+        same(&round_trip(&minimal), &minimal);
+
+        let client_only = StoredCredentials::new("client-3".into(), None, vec![], None);
+        same(&round_trip(&client_only), &client_only);
+    }
+
+    #[test]
+    fn layout_keys_and_expiry() {
+        let creds = StoredCredentials::new(
+            "client-1".into(),
+            Some(response(json!({
+                "access_token": "at-1", "token_type": "bearer", "expires_in": 60,
+                "refresh_token": "rt-1", "id_token": "jwt-1"
+            }))),
+            vec![],
+            Some(1_000),
+        );
+        let id = CredentialId::new("mcp-x").unwrap();
+        let obj = to_object(&id, &creds, None).unwrap();
+        assert_eq!(obj.credential_type(), CredentialType::OAuth2);
+        let names: Vec<&str> = obj.key_names().collect();
+        for k in [CLIENT_ID, ACCESS_TOKEN, REFRESH_TOKEN, TOKEN_EXTRA] {
+            assert!(names.contains(&k), "{k} in {names:?}");
+        }
+        assert_eq!(
+            obj.key(ACCESS_TOKEN)
+                .unwrap()
+                .expires_at()
+                .unwrap()
+                .timestamp(),
+            1_060
+        );
+        // rmcp refreshes when less than min(30, 60 / 2) = 30 s are left.
+        assert!(!refresh_due(&obj, 1_029));
+        assert!(refresh_due(&obj, 1_031));
+        // Without a refresh token, rmcp cannot refresh: nothing is due.
+        let mut no_rt = obj.clone();
+        no_rt.remove_key(REFRESH_TOKEN);
+        assert!(!refresh_due(&no_rt, 5_000));
+        // A response without a refresh token removes a stored one.
+        let without = StoredCredentials::new(
+            "client-1".into(),
+            Some(response(
+                json!({"access_token": "at-2", "token_type": "bearer"}),
+            )),
+            vec![],
+            Some(2_000),
+        );
+        let next = to_object(&id, &without, Some(&obj)).unwrap();
+        assert!(!next.has_key(REFRESH_TOKEN) && !next.has_key(TOKEN_EXTRA));
+    }
+
+    #[test]
+    fn a_credential_without_client_id_is_a_clear_error() {
+        let mut obj = CredentialObject::new("gh", CredentialType::OAuth2).unwrap();
+        obj.set_key(ACCESS_TOKEN, "secret-at", None).unwrap();
+        let e = to_stored(&obj).unwrap_err();
+        assert_eq!(e.kind(), hive_cred_core::ErrorKind::Corrupted);
+        assert!(e.to_string().contains("client_id") && !e.to_string().contains("secret-at"));
+    }
+}

@@ -149,6 +149,8 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The system clock, not the store's: it predicts rmcp's refresh decision, which rmcp
+/// makes on the system clock.
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
