@@ -538,6 +538,44 @@ fn oauth2_verifier() -> String {
     format!("verifier-canary-{:032x}", rand::random::<u128>())
 }
 
+/// Built on an `AgentRuntime` (the assembled product), the tokens rmcp obtains show in
+/// the runtime's audit trail as saves of the credential, and in its store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runtime_audits_the_mcp_token_saves() {
+    let runtime = hive_cred_runtime::AgentRuntime::builder()
+        .storage(Arc::new(MemoryStorage::new()))
+        .build()
+        .await
+        .unwrap();
+    let server = MockTokenServer::start(MockConfig::new()).await;
+    let mcp = McpCredentialStore::new(&runtime.credential_store, ID).unwrap();
+    let mut manager = manager_for(&server.url("/"), &mcp).await;
+    manager.set_state_store(McpStateStore::new(&runtime.credential_store, ID).unwrap());
+    let session = AuthorizationSession::new(
+        manager,
+        AuthorizationRequest::new(REDIRECT).with_preregistered_client(CLIENT),
+    )
+    .await
+    .map_err(|(_, e)| e)
+    .unwrap();
+    let redirect = play_browser(session.get_authorization_url()).await;
+    session.handle_callback_url(&redirect).await.unwrap();
+
+    let got = runtime.credential_store.get(ID).await.unwrap();
+    assert_eq!(
+        secret(got.get_key("access_token").unwrap()),
+        secret(&server.latest_access_token().unwrap())
+    );
+    let saves: Vec<_> = runtime
+        .audit_trail()
+        .into_iter()
+        .filter(|r| r.credential_id == ID && r.operation == "save" && r.outcome == "ok")
+        .collect();
+    assert_eq!(saves.len(), 1, "one audited save of the tokens");
+    let trail = serde_json::to_string(&runtime.audit_trail()).unwrap();
+    assert!(!trail.contains(&secret(&server.latest_access_token().unwrap())));
+}
+
 /// Captured log output.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);

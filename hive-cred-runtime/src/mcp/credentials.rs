@@ -331,12 +331,9 @@ impl McpCredentialStore {
                 .is_some()
                 .then_some(AccountStatus::Active);
             mark(&mut obj, status, self.inner.store.clock().now());
-            match storage.save(&obj).await {
-                Ok(()) => {
-                    obj.set_version(obj.version() + 1);
-                    self.inner.store.invalidate(id.as_str());
-                    return Ok(Landed::Saved(obj));
-                }
+            // Through the store: its cache and access hooks (audit) see the save.
+            match self.inner.store.save(obj).await {
+                Ok(stored) => return Ok(Landed::Saved(Arc::unwrap_or_clone(stored))),
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     let current = storage.load(id).await?;
                     match (&base, current) {
@@ -457,9 +454,8 @@ impl McpCredentialStore {
                 Some(AccountStatus::Failed),
                 self.inner.store.clock().now(),
             );
-            match storage.save(&current).await {
-                Ok(()) => {
-                    self.inner.store.invalidate(id.as_str());
+            match self.inner.store.save(current).await {
+                Ok(_) => {
                     lock(&self.inner.state).base = None;
                     tracing::warn!(target: "hive_cred::mcp", id = %id, "the authorisation server rejected the refresh token; the MCP server must be authorised again");
                     return Ok(());
