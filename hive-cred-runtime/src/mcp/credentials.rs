@@ -172,7 +172,8 @@ enum Landed {
 impl McpCredentialStore {
     /// The MCP tokens stored under `id` in `store`'s storage. `InvalidInput` for a
     /// malformed id. Use one id per MCP server (and per end user: a
-    /// [`CredentialStore::for_user`] view keeps users apart).
+    /// [`CredentialStore::for_user`] view keeps users apart). Create one per id in a
+    /// process and clone it (clones share the kept-save and lock state).
     pub fn new(store: &CredentialStore, id: &str) -> Result<Self> {
         let id = CredentialId::new(id)?;
         Ok(McpCredentialStore {
