@@ -7,21 +7,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hive_cred_core::{
-    AccountStatus, ActionRequired, CredentialAccount, CredentialId, CredentialLock,
-    CredentialObject, CredentialStore, Error, ErrorKind, Result, split_account_id,
+    AccountStatus, ActionRequired, CredentialAccount, CredentialId, CredentialObject,
+    CredentialStore, Error, ErrorKind, Result, split_account_id,
 };
 use rmcp::transport::auth::{AuthError, CredentialRefreshGuard, StoredCredentials};
-use tokio::sync::OwnedMutexGuard;
 
 use super::convert::{self, REFRESH_TOKEN};
+use super::lock::{Guard, Held};
 
 /// How often a save retries a check-and-set conflict before giving up.
 const MERGE_ATTEMPTS: u32 = 5;
-/// A lock taken by [`McpCredentialStore`]'s `load` for the refresh rmcp is about to
-/// start is released if that refresh has not claimed it within this time. rmcp asks
-/// for the guard right after the load (no I/O in between); a load that no refresh
-/// follows (`initialize_from_store`, `get_credentials`) holds the lock this long.
-const UNCLAIMED_LOCK_TTL: Duration = Duration::from_secs(1);
 /// Backoff of the background retries of a failed save: first delay and cap.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_CAP: Duration = Duration::from_secs(30);
@@ -90,48 +85,41 @@ const RETRY_CAP: Duration = Duration::from_secs(30);
 ///   (ids and kinds, never a token); `Debug` shows the id only.
 #[derive(Clone)]
 pub struct McpCredentialStore {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: CredentialStore,
-    id: CredentialId,
-    state: Mutex<State>,
+pub(super) struct Inner {
+    pub(super) store: CredentialStore,
+    pub(super) id: CredentialId,
+    pub(super) state: Mutex<State>,
     /// One guard at a time in this process (the storage lock excludes processes).
-    local: Arc<tokio::sync::Mutex<()>>,
+    pub(super) local: Arc<tokio::sync::Mutex<()>>,
     /// Stops the background save retry when the last handle goes.
     retrying: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     /// The stored copy last read or written (its version is the check-and-set base).
     /// `None`: not read yet; `Some(None)`: absent.
     base: Option<Option<CredentialObject>>,
     /// A lock taken by `load` for the refresh rmcp starts next, not yet claimed.
-    pending: Option<(Held, u64)>,
+    pub(super) pending: Option<(Held, u64)>,
     /// The lock of the guard handed out, while it is out.
-    guard: Option<Held>,
+    pub(super) guard: Option<Held>,
     /// Counts pending locks, so an expiry timer releases only its own.
-    generation: u64,
-    unsaved: Option<Unsaved>,
-}
-
-/// A held refresh lock: the in-process mutex and the storage's lock (if it has one).
-struct Held {
-    _local: OwnedMutexGuard<()>,
-    /// Released when dropped (see `CredentialLock`'s drop).
-    _storage: Option<CredentialLock>,
+    pub(super) generation: u64,
+    pub(super) unsaved: Option<Unsaved>,
 }
 
 /// Credentials whose save failed, served from memory until the save lands.
-struct Unsaved {
+pub(super) struct Unsaved {
     creds: StoredCredentials,
     /// The stored copy they go on top of.
     base: Option<CredentialObject>,
     /// The refresh lock, held until the save lands (when the failed save happened
     /// under a guard).
-    held: Option<Held>,
+    pub(super) held: Option<Held>,
     attempts: u32,
     error: Error,
 }
@@ -145,7 +133,7 @@ impl fmt::Debug for McpCredentialStore {
     }
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+pub(super) fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -265,54 +253,6 @@ impl McpCredentialStore {
             .map_err(|e| e.with_context("id", id).with_context("operation", "load"))?;
         lock(&self.inner.state).base = Some(stored.clone());
         Ok(stored)
-    }
-
-    /// Takes the in-process mutex and the storage's lock.
-    async fn take_lock(&self) -> Result<Held> {
-        let local = self.inner.local.clone().lock_owned().await;
-        let storage = self.inner.store.storage();
-        let held = if storage.capabilities().cross_process_lock {
-            Some(
-                storage
-                    .lock(&self.inner.id, self.inner.store.lock_options())
-                    .await
-                    .map_err(|e| {
-                        e.with_context("id", &self.inner.id)
-                            .with_context("operation", "lock")
-                    })?,
-            )
-        } else {
-            None
-        };
-        Ok(Held {
-            _local: local,
-            _storage: held,
-        })
-    }
-
-    /// Parks `held` for the refresh rmcp starts next; released after
-    /// [`UNCLAIMED_LOCK_TTL`] if unclaimed.
-    fn park(&self, held: Held) {
-        let generation = {
-            let mut st = lock(&self.inner.state);
-            st.generation += 1;
-            let g = st.generation;
-            st.pending = Some((held, g));
-            g
-        };
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let weak = Arc::downgrade(&self.inner);
-            handle.spawn(async move {
-                tokio::time::sleep(UNCLAIMED_LOCK_TTL).await;
-                if let Some(inner) = weak.upgrade() {
-                    let mut st = lock(&inner.state);
-                    if st.pending.as_ref().is_some_and(|(_, g)| *g == generation) {
-                        tracing::debug!(target: "hive_cred::mcp", id = %inner.id, "releasing a refresh lock no refresh claimed");
-                        st.pending = None;
-                    }
-                }
-            });
-        }
     }
 
     /// One check-and-set save of `creds` over `base`, merging non-secret changes of
@@ -496,24 +436,6 @@ fn same_stored_refresh(a: &StoredCredentials, b: &StoredCredentials) -> bool {
             .and_then(|v| v.get("refresh_token").cloned())
     };
     matches!((rt(a), rt(b)), (Some(x), Some(y)) if x == y)
-}
-
-/// The guard handed to rmcp: releases the refresh lock on drop, or hands it to kept
-/// credentials whose save has not landed.
-struct Guard {
-    inner: Arc<Inner>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let mut st = lock(&self.inner.state);
-        let held = st.guard.take();
-        if let (Some(held), Some(u)) = (held, st.unsaved.as_mut()) {
-            if u.held.is_none() {
-                u.held = Some(held);
-            }
-        }
-    }
 }
 
 #[async_trait]

@@ -12,6 +12,7 @@
 
 mod convert;
 mod credentials;
+mod lock;
 mod state;
 
 pub use convert::{ACCESS_TOKEN, CLIENT_ID, REFRESH_TOKEN, TOKEN_EXTRA};
