@@ -9,7 +9,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use hive_cred_core::{
-    CredentialObject, CredentialType, Error, ErrorKind, ExposeSecret, Result, SecretString,
+    ActionRequired, CredentialObject, CredentialType, Error, ErrorKind, ExposeSecret, Result,
+    SecretString,
 };
 use serde::Deserialize;
 
@@ -149,8 +150,9 @@ impl OAuth2Provider {
     /// # Behavior
     /// - Waits the server's interval before each poll; `authorization_pending` polls
     ///   again; `slow_down` adds 5 s to the interval for all later polls.
-    /// - Stops with `Expired` when the device code expires
-    ///   (`expired_token`, or the polls have waited `expires_in`), with
+    /// - Stops with `AuthorizationRequired` when the device code expires
+    ///   (`expired_token`, or the polls have waited `expires_in`): the person must start
+    ///   the flow again (the error's [`ActionRequired`] says so); with
     ///   `PermissionDenied` on `access_denied`, and with the usual classification on any
     ///   other error (never retried).
     pub async fn poll_device_authorization(
@@ -188,7 +190,7 @@ impl OAuth2Provider {
         let mut waited = Duration::ZERO;
         loop {
             if waited >= authorization.expires_in {
-                return Err(tag(expired()));
+                return Err(tag(self.expired(id)));
             }
             sleep(interval).await;
             waited += interval;
@@ -216,7 +218,7 @@ impl OAuth2Provider {
             match code.as_deref() {
                 Some("authorization_pending") => {}
                 Some("slow_down") => interval += SLOW_DOWN_STEP,
-                Some("expired_token") => return Err(tag(expired())),
+                Some("expired_token") => return Err(tag(self.expired(id))),
                 Some("access_denied") => {
                     return Err(tag(Error::new(
                         ErrorKind::PermissionDenied,
@@ -243,9 +245,21 @@ impl OAuth2Provider {
     }
 }
 
-fn expired() -> Error {
-    Error::new(
-        ErrorKind::Expired,
-        "the device code expired before the user approved the request; start the device flow again",
-    )
+impl OAuth2Provider {
+    /// The error of an expired device code: the person must authorise again.
+    fn expired(&self, id: &str) -> Error {
+        let provider = self.provider_id_str();
+        let action = ActionRequired::AuthorizationRequired {
+            id: id.to_owned(),
+            provider: provider.to_owned(),
+            how_to_connect: format!(
+                "start the device flow again (`hive-cred connect {provider} --device`)"
+            ),
+        };
+        Error::new(
+            ErrorKind::AuthorizationRequired,
+            "the device code expired before the user approved the request; start the device flow again",
+        )
+        .with_action(action)
+    }
 }

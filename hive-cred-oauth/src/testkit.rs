@@ -9,6 +9,7 @@
 //!   detection). [`MockConfig::with_rotation`] turns rotation off.
 //! - `POST /token` with `grant_type=client_credentials` issues an access token (no
 //!   refresh token) to an authenticated client.
+//! - `POST /register` (RFC 7591 dynamic client registration) registers a public client.
 //! - `POST /revoke` (RFC 7009) revokes the token it is given; `POST /introspect`
 //!   (RFC 7662) answers `active` for live access tokens; `GET /userinfo` answers the
 //!   configured identity for a live bearer token and 401 otherwise.
@@ -650,6 +651,7 @@ async fn handle(
         ("/authorize", &Method::GET) => authorize(&shared, &rec),
         ("/.well-known/oauth-authorization-server", &Method::GET) => metadata(&shared),
         ("/device", &Method::POST) => device(&shared, &rec),
+        ("/register", &Method::POST) => register(&shared, &rec),
         ("/revoke", &Method::POST) => revoke(&shared, &rec),
         ("/introspect", &Method::POST) => introspect(&shared, &rec),
         ("/userinfo", &Method::GET) => userinfo(&shared, &rec),
@@ -972,6 +974,33 @@ fn device(shared: &Arc<Shared>, rec: &MockRequest) -> Response {
     .into_response()
 }
 
+/// RFC 7591 dynamic client registration: a public client (no secret) with a new id
+/// (`dyn-client-<n>`) and the requested redirect URIs. With [`MockConfig::with_client`]
+/// the configured client is handed out instead, secret included.
+fn register(shared: &Shared, rec: &MockRequest) -> Response {
+    let Ok(request) = serde_json::from_str::<Value>(&rec.body) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata");
+    };
+    let redirect_uris = request.get("redirect_uris").cloned().unwrap_or(json!([]));
+    let mut answer = json!({
+        "redirect_uris": redirect_uris,
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+    });
+    match &shared.config.client {
+        Some((id, secret)) => {
+            answer["client_id"] = json!(id);
+            answer["client_secret"] = json!(secret);
+            answer["token_endpoint_auth_method"] = json!("client_secret_basic");
+        }
+        None => answer["client_id"] = json!(shared.token("dyn-client")),
+    }
+    if let Some(name) = request.get("client_name") {
+        answer["client_name"] = name.clone();
+    }
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
 /// RFC 8414 metadata naming this server's endpoints; its issuer is the server's base URL.
 fn metadata(shared: &Shared) -> Response {
     let base = shared
@@ -986,6 +1015,7 @@ fn metadata(shared: &Shared) -> Response {
         "revocation_endpoint": format!("{base}/revoke"),
         "introspection_endpoint": format!("{base}/introspect"),
         "userinfo_endpoint": format!("{base}/userinfo"),
+        "registration_endpoint": format!("{base}/register"),
         "code_challenge_methods_supported": ["S256"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
             "urn:ietf:params:oauth:grant-type:device_code"],

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use hive_cred_core::{CredentialProvider, ErrorKind};
+use hive_cred_core::{ActionRequired, CredentialProvider, ErrorKind};
 use hive_cred_oauth::testkit::{Fault, MockConfig, MockTokenServer};
 use hive_cred_oauth::{OAuth2Config, OAuth2Provider};
 
@@ -238,7 +238,20 @@ async fn device_flow_stops_at_expiry_denial_and_other_errors() {
         .poll_device_authorization_with("d", &auth, |_| std::future::ready(()))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Expired);
+    // An expired device code is not an expired credential: the person must start over.
+    assert_eq!(err.kind(), ErrorKind::AuthorizationRequired);
+    match err.action_required() {
+        Some(ActionRequired::AuthorizationRequired {
+            id,
+            provider,
+            how_to_connect,
+        }) => {
+            assert_eq!(id, "d");
+            assert_eq!(provider, p.provider_id());
+            assert!(how_to_connect.contains("--device"), "{how_to_connect}");
+        }
+        other => panic!("expected an AuthorizationRequired action, got {other:?}"),
+    }
 
     server.fail_next(Fault::OAuthError("access_denied".into()));
     let err = p
@@ -265,7 +278,8 @@ async fn device_flow_stops_at_expiry_denial_and_other_errors() {
         .poll_device_authorization_with("d", &auth, |_| std::future::ready(()))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Expired);
+    assert_eq!(err.kind(), ErrorKind::AuthorizationRequired);
+    assert!(err.action_required().is_some());
 }
 
 #[tokio::test]

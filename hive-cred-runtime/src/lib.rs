@@ -11,6 +11,8 @@ mod fallback;
 mod health;
 #[cfg(feature = "http")]
 mod inject;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 mod preflight;
 mod redact;
 mod runtime;
@@ -51,3 +53,6 @@ pub use hive_cred_vault as vault;
 /// The HTTP client the injecting client is built on (feature `http`).
 #[cfg(feature = "http")]
 pub use reqwest;
+/// The MCP SDK whose OAuth stores [`mcp`] implements (feature `mcp`).
+#[cfg(feature = "mcp")]
+pub use rmcp;

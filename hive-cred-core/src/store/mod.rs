@@ -184,6 +184,13 @@ impl CredentialStore {
         &self.inner.clock
     }
 
+    /// The options of the cross-process credential locks this store takes around
+    /// refreshes (see [`crate::lock`]), for code that coordinates with those refreshes
+    /// under the same lock (the runtime's MCP token store).
+    pub fn lock_options(&self) -> &LockOptions {
+        &self.inner.lock_options
+    }
+
     /// Gets a credential, refreshing it first when it has `auto_refresh` and needs it.
     /// `NotFound` when absent; `InvalidInput` for a malformed id.
     pub async fn get(&self, id: &str) -> Result<Arc<CredentialObject>> {
