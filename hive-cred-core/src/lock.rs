@@ -122,15 +122,15 @@ impl CredentialLock {
 
 impl Drop for CredentialLock {
     fn drop(&mut self) {
-        if let Some(held) = self.inner.take() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let id = self.id.clone();
-                handle.spawn(async move {
+        if let Some(held) = self.inner.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let id = self.id.clone();
+            handle.spawn(async move {
                     if let Err(e) = held.release().await {
                         tracing::warn!(target: "hive_cred::lock", id = %id, kind = %e.kind(), "releasing a dropped credential lock failed; it expires at its TTL");
                     }
                 });
-            }
         }
     }
 }

@@ -38,10 +38,10 @@ pub mod fuzzing {
     /// Runs untrusted bytes through the record decoder, then (with a fixed key) the
     /// authenticator and the stored-form decoder. Must never panic.
     pub fn decode_record(data: &[u8]) {
-        if let Ok(view) = parse_record(data) {
-            if let Some(plain) = open_record(&view, &[7; 32], &[1; 16], &[2; 32]) {
-                let _ = hive_cred_core::codec::from_stored(&plain);
-            }
+        if let Ok(view) = parse_record(data)
+            && let Some(plain) = open_record(&view, &[7; 32], &[1; 16], &[2; 32])
+        {
+            let _ = hive_cred_core::codec::from_stored(&plain);
         }
     }
 

@@ -172,13 +172,13 @@ impl AuthorizationSession<'_> {
         if state.as_deref() != Some(expected_state.as_str()) {
             return Err(tag(state_mismatch()));
         }
-        if let (Some(iss), Some(expected)) = (iss.as_deref(), provider.config().issuer()) {
-            if iss.trim_end_matches('/') != expected.trim_end_matches('/') {
-                return Err(tag(Error::new(
-                    ErrorKind::PermissionDenied,
-                    "the redirect's `iss` is not the configured issuer (RFC 9207): the response may come from another authorisation server (mix-up attack); the code was not used",
-                )));
-            }
+        if let (Some(iss), Some(expected)) = (iss.as_deref(), provider.config().issuer())
+            && iss.trim_end_matches('/') != expected.trim_end_matches('/')
+        {
+            return Err(tag(Error::new(
+                ErrorKind::PermissionDenied,
+                "the redirect's `iss` is not the configured issuer (RFC 9207): the response may come from another authorisation server (mix-up attack); the code was not used",
+            )));
         }
         let redirect = RedirectUrl::new(self.redirect_uri.clone())
             .map_err(|_| tag(Error::config("the redirect URI is not a valid URL")))?;

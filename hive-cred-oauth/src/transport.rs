@@ -319,11 +319,12 @@ pub(crate) fn normalize_token_answer(status: StatusCode, body: Vec<u8>) -> (Stat
         }
         return (StatusCode::OK, body);
     }
-    if status.is_client_error() && !error_str {
-        if let Some(code) = map.get("status").and_then(|v| v.as_str()) {
-            let rewritten = serde_json::json!({ "error": code.to_ascii_lowercase() });
-            return (status, rewritten.to_string().into_bytes());
-        }
+    if status.is_client_error()
+        && !error_str
+        && let Some(code) = map.get("status").and_then(|v| v.as_str())
+    {
+        let rewritten = serde_json::json!({ "error": code.to_ascii_lowercase() });
+        return (status, rewritten.to_string().into_bytes());
     }
     (status, body)
 }

@@ -37,7 +37,7 @@ fn big_body() -> String {
     let mut body = String::with_capacity(BODY_LEN + 256);
     let mut i = 0u64;
     while body.len() < BODY_LEN {
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             body.push_str(&format!(
                 "{{\"debug\":\"Authorization: Bearer {TOKEN}\"}}\n"
             ));

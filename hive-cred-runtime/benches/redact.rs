@@ -146,7 +146,7 @@ fn text(secrets: &[String]) -> String {
                 }
             }
         }
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             let s = &secrets[(rng.next() % secrets.len() as u64) as usize];
             out.push(' ');
             out.push_str(&encoded(s, i / 1000));

@@ -91,7 +91,7 @@ fn text(secrets: &[String]) -> String {
                 }
             }
         }
-        if i % 4000 == 0 {
+        if i.is_multiple_of(4000) {
             let s = &secrets[(rng.next() % secrets.len() as u64) as usize];
             match (i / 4000) % 3 {
                 0 => out.push_str(s),

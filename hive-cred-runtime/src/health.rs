@@ -173,10 +173,11 @@ impl HealthChecker {
         let mut cached = slot.lock().await;
         let now = store.clock().now();
         let ttl = chrono::Duration::from_std(self.cache_ttl).unwrap_or(chrono::Duration::MAX);
-        if let Some((version, at, report)) = &*cached {
-            if *version == credential.version() && now < *at + ttl {
-                return Ok(Some(report.clone()));
-            }
+        if let Some((version, at, report)) = &*cached
+            && *version == credential.version()
+            && now < *at + ttl
+        {
+            return Ok(Some(report.clone()));
         }
         let report = {
             let _permit = self.limit.acquire().await.map_err(|_| {

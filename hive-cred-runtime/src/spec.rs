@@ -158,10 +158,10 @@ impl HealthCheckSpec {
         if self.expect_status.is_empty() {
             return bad("expect_status is empty");
         }
-        if let Some(p) = &self.identity_pointer {
-            if !(p.is_empty() || p.starts_with('/')) {
-                return bad("identity_pointer is a JSON pointer and starts with '/'");
-            }
+        if let Some(p) = &self.identity_pointer
+            && !(p.is_empty() || p.starts_with('/'))
+        {
+            return bad("identity_pointer is a JSON pointer and starts with '/'");
         }
         Ok(())
     }

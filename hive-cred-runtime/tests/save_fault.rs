@@ -116,10 +116,10 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 // libtest may print "test child_agent ... " on the same line first.
-                if let Some(at) = line.find(LINE) {
-                    if tx.send(line[at + LINE.len()..].to_owned()).is_err() {
-                        break;
-                    }
+                if let Some(at) = line.find(LINE)
+                    && tx.send(line[at + LINE.len()..].to_owned()).is_err()
+                {
+                    break;
                 }
             }
         });

@@ -335,12 +335,12 @@ impl VaultConfig {
             config = config.with_tls_server_name(name.trim());
         }
         for var in ["HIVE_VAULT_SKIP_VERIFY", "VAULT_SKIP_VERIFY"] {
-            if let Some(v) = get(var) {
-                if parse_bool(var, &v)? {
-                    return Err(Error::config(format!(
-                        "{var} is set: hive-cred never turns off TLS certificate verification, because the Vault token would go to whoever answers; trust the server's CA with HIVE_VAULT_CACERT / VAULT_CACERT (or VAULT_CAPATH) and unset {var}"
-                    )));
-                }
+            if let Some(v) = get(var)
+                && parse_bool(var, &v)?
+            {
+                return Err(Error::config(format!(
+                    "{var} is set: hive-cred never turns off TLS certificate verification, because the Vault token would go to whoever answers; trust the server's CA with HIVE_VAULT_CACERT / VAULT_CACERT (or VAULT_CAPATH) and unset {var}"
+                )));
             }
         }
         if let Some(v) = get("HIVE_VAULT_ALLOW_HTTP") {

@@ -73,16 +73,16 @@ pub fn check(root: &Path) -> Result<Vec<Violation>> {
                 });
             }
             let lib = member.dir.join("src/lib.rs");
-            if let Ok(text) = fs::read_to_string(&lib) {
-                if !text.contains("include_str!(\"../README.md\")") {
-                    out.push(Violation {
-                        path: rel.join("src/lib.rs"),
-                        line: None,
-                        message: "crate docs come from the README: \
+            if let Ok(text) = fs::read_to_string(&lib)
+                && !text.contains("include_str!(\"../README.md\")")
+            {
+                out.push(Violation {
+                    path: rel.join("src/lib.rs"),
+                    line: None,
+                    message: "crate docs come from the README: \
                                   `#![doc = include_str!(\"../README.md\")]`"
-                            .into(),
-                    });
-                }
+                        .into(),
+                });
             }
         }
     }

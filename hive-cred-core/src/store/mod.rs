@@ -446,10 +446,10 @@ impl CredentialStore {
         let mut stale_at = now
             .checked_add_signed(self.inner.cache_ttl)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        if credential.auto_refresh() {
-            if let Some(due) = self.inner.policy.refresh_due_at(credential) {
-                stale_at = stale_at.min(due);
-            }
+        if credential.auto_refresh()
+            && let Some(due) = self.inner.policy.refresh_due_at(credential)
+        {
+            stale_at = stale_at.min(due);
         }
         let mut cache = self.inner.cache.write().unwrap_or_else(|p| p.into_inner());
         if self.generation() != generation {

@@ -392,15 +392,15 @@ impl CredentialStore {
             Err(e) if e.kind() == ErrorKind::RefreshRejected && !force => {
                 // Before declaring the grant dead: did another process win a race and
                 // rotate the refresh token under us? Then adopt its credential.
-                if let Ok(Some(current)) = self.inner.storage.load(&id).await {
-                    if let Some(adopted) = self.adopt_if_refreshed(
+                if let Ok(Some(current)) = self.inner.storage.load(&id).await
+                    && let Some(adopted) = self.adopt_if_refreshed(
                         &current,
                         loaded.version(),
                         generation,
                         "refresh rejected but another writer refreshed meanwhile",
-                    ) {
-                        return Ok(adopted);
-                    }
+                    )
+                {
+                    return Ok(adopted);
                 }
                 return self.record_failure(loaded, provider, e, expired, force, now, elapsed);
             }

@@ -458,21 +458,21 @@ impl Shared {
                         }
                     }
                 }
-                if renewed && is_idempotent(&method) {
-                    if let Some(again) = replay {
-                        request = again;
-                        continue;
-                    }
+                if renewed
+                    && is_idempotent(&method)
+                    && let Some(again) = replay
+                {
+                    request = again;
+                    continue;
                 }
                 return Ok(response);
             }
-            if status.is_redirection() {
-                if let Some(follow) =
+            if status.is_redirection()
+                && let Some(follow) =
                     self.redirect(&response, replay, &url, &credentials, &mut redirects)
-                {
-                    request = follow;
-                    continue;
-                }
+            {
+                request = follow;
+                continue;
             }
             return Ok(response);
         }
@@ -544,11 +544,11 @@ impl Shared {
             });
         }
         let url = request.url();
-        if let Some(spec) = spec {
-            if let Err(m) = spec.check(url) {
-                let ids = spec.credentials().iter().map(|id| (id.clone(), None));
-                return Err(self.refuse(ids.collect(), &destination, m, Some(spec)));
-            }
+        if let Some(spec) = spec
+            && let Err(m) = spec.check(url)
+        {
+            let ids = spec.credentials().iter().map(|id| (id.clone(), None));
+            return Err(self.refuse(ids.collect(), &destination, m, Some(spec)));
         }
         for (id, key) in &handles {
             if let Err(m) = self.specs.check_credential(id, url) {

@@ -51,11 +51,11 @@ impl Shared {
         if !handles.is_empty() {
             let mut replaced = Vec::new();
             for (name, v) in request.headers() {
-                if handle::may_contain(v.as_bytes()) {
-                    if let Ok(text) = v.to_str() {
-                        let filled = replace_handles(text, values, Escape::None);
-                        replaced.push((name.clone(), sensitive(&filled, name.as_str())?));
-                    }
+                if handle::may_contain(v.as_bytes())
+                    && let Ok(text) = v.to_str()
+                {
+                    let filled = replace_handles(text, values, Escape::None);
+                    replaced.push((name.clone(), sensitive(&filled, name.as_str())?));
                 }
             }
             for (name, v) in replaced {
@@ -165,18 +165,17 @@ pub(super) fn find_handles(request: &Request) -> Vec<(String, String)> {
         add(url);
     }
     for v in request.headers().values() {
-        if handle::may_contain(v.as_bytes()) {
-            if let Ok(text) = v.to_str() {
-                add(text);
-            }
+        if handle::may_contain(v.as_bytes())
+            && let Ok(text) = v.to_str()
+        {
+            add(text);
         }
     }
-    if let Some(body) = request.body().and_then(|b| b.as_bytes()) {
-        if handle::may_contain(body) {
-            if let Ok(text) = std::str::from_utf8(body) {
-                add(text);
-            }
-        }
+    if let Some(body) = request.body().and_then(|b| b.as_bytes())
+        && handle::may_contain(body)
+        && let Ok(text) = std::str::from_utf8(body)
+    {
+        add(text);
     }
     out
 }

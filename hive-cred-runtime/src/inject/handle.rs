@@ -43,16 +43,17 @@ pub(crate) fn find(text: &str) -> impl Iterator<Item = Found<'_>> + '_ {
             };
             let body = &text[body_start..body_start + len];
             let end = body_start + len + CLOSE.len();
-            if let Some((id, key)) = body.rsplit_once('.') {
-                if CredentialId::new(id).is_ok() && validate_key_name(key).is_ok() {
-                    from = end;
-                    return Some(Found {
-                        start,
-                        end,
-                        id,
-                        key,
-                    });
-                }
+            if let Some((id, key)) = body.rsplit_once('.')
+                && CredentialId::new(id).is_ok()
+                && validate_key_name(key).is_ok()
+            {
+                from = end;
+                return Some(Found {
+                    start,
+                    end,
+                    id,
+                    key,
+                });
             }
             from = body_start;
         }

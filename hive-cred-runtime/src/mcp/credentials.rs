@@ -441,10 +441,10 @@ fn same_stored_refresh(a: &StoredCredentials, b: &StoredCredentials) -> bool {
 #[async_trait]
 impl rmcp::transport::auth::CredentialStore for McpCredentialStore {
     async fn load(&self) -> std::result::Result<Option<StoredCredentials>, AuthError> {
-        if let Some(kept) = self.kept() {
-            if !self.retry_unsaved().await {
-                return Ok(Some(kept));
-            }
+        if let Some(kept) = self.kept()
+            && !self.retry_unsaved().await
+        {
+            return Ok(Some(kept));
         }
         let stored = self.read().await.map_err(store_error)?;
         let busy = {

@@ -84,10 +84,10 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let mut st = lock(&self.inner.state);
         let held = st.guard.take();
-        if let (Some(held), Some(u)) = (held, st.unsaved.as_mut()) {
-            if u.held.is_none() {
-                u.held = Some(held);
-            }
+        if let (Some(held), Some(u)) = (held, st.unsaved.as_mut())
+            && u.held.is_none()
+        {
+            u.held = Some(held);
         }
     }
 }

@@ -98,10 +98,10 @@ impl McpStateStore {
             if !id.as_str().starts_with(&self.prefix) {
                 continue;
             }
-            if let Some(c) = storage.load(&id).await? {
-                if c.is_expired_at(now) {
-                    storage.delete(&id).await?;
-                }
+            if let Some(c) = storage.load(&id).await?
+                && c.is_expired_at(now)
+            {
+                storage.delete(&id).await?;
             }
         }
         Ok(())

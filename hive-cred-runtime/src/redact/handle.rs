@@ -152,10 +152,10 @@ impl RedactorHandle {
     pub fn current(&self) -> Arc<Redactor> {
         let (version, plan) = {
             let mut reg = self.lock();
-            if let Some((v, r)) = &reg.built {
-                if *v == reg.version {
-                    return r.clone();
-                }
+            if let Some((v, r)) = &reg.built
+                && *v == reg.version
+            {
+                return r.clone();
             }
             let plan = reg.plan();
             (reg.version, plan)

@@ -734,10 +734,10 @@ impl Layer {
                     .find(Input::new(hay).range(s..))
                     .filter(|m| m.start() == s),
             };
-            if let Some(m) = found {
-                if best.is_none_or(|(end, _)| m.end() > end) {
-                    best = Some((m.end(), info[m.pattern().as_usize()]));
-                }
+            if let Some(m) = found
+                && best.is_none_or(|(end, _)| m.end() > end)
+            {
+                best = Some((m.end(), info[m.pattern().as_usize()]));
             }
         }
         let Some((mut end, info)) = best else { return };

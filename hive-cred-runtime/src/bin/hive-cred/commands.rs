@@ -242,15 +242,15 @@ async fn set(dir: Option<&Path>, args: SetArgs) -> Result<u8> {
             .as_ref()
             .map_or(CredentialType::ApiKey, |c| c.credential_type())
     });
-    if let Some(c) = &existing {
-        if c.credential_type() != credential_type {
-            return Err(Error::invalid_input(format!(
-                "the credential exists with type {}; pass --type {} or delete it first",
-                c.credential_type(),
-                c.credential_type()
-            ))
-            .with_context("id", &id));
-        }
+    if let Some(c) = &existing
+        && c.credential_type() != credential_type
+    {
+        return Err(Error::invalid_input(format!(
+            "the credential exists with type {}; pass --type {} or delete it first",
+            c.credential_type(),
+            c.credential_type()
+        ))
+        .with_context("id", &id));
     }
     let value = read_secret(&format!("Value for {id}.{}: ", args.key), "value", false)?;
     let mut credential =

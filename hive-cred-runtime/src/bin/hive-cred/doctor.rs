@@ -245,10 +245,11 @@ fn check_permissions(r: &mut Report, dir: &Path, meta: &std::fs::Metadata) {
     let mut open = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            if let Ok(m) = entry.metadata() {
-                if m.is_file() && m.permissions().mode() & 0o077 != 0 {
-                    open.push(entry.file_name().to_string_lossy().into_owned());
-                }
+            if let Ok(m) = entry.metadata()
+                && m.is_file()
+                && m.permissions().mode() & 0o077 != 0
+            {
+                open.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
     }
@@ -305,15 +306,15 @@ async fn check_credentials(
                 ));
             }
         }
-        if c.auto_refresh() {
-            if let Some(pid) = c.provider_id() {
-                let registered =
-                    config.is_some_and(|cfg| cfg.providers.iter().any(|p| p.provider_id == pid));
-                if !registered {
-                    r.warn(format!(
+        if c.auto_refresh()
+            && let Some(pid) = c.provider_id()
+        {
+            let registered =
+                config.is_some_and(|cfg| cfg.providers.iter().any(|p| p.provider_id == pid));
+            if !registered {
+                r.warn(format!(
                         "credential {id}: auto-refresh through provider `{pid}`, which HIVE_CRED_CONFIG does not register"
                     ));
-                }
             }
         }
     }
