@@ -142,12 +142,12 @@ fn api_error(e: RestError) -> ClientError {
     ClientError::from(e)
 }
 
-/// `vaultrs::api::exec_with_result` with the index headers.
-pub(crate) async fn exec_with_result<E: Endpoint>(
+/// Sends `endpoint` through vaultrs's middleware plus the index headers.
+async fn send<E: Endpoint>(
     client: &VaultClient,
     index: &StorageIndex,
     endpoint: E,
-) -> Result<E::Response, ClientError> {
+) -> Result<rustify::endpoint::EndpointResult<E::Response>, ClientError> {
     let tracking = Tracking {
         vault: client.middle(),
         index,
@@ -156,7 +156,17 @@ pub(crate) async fn exec_with_result<E: Endpoint>(
         .with_middleware(&tracking)
         .exec(client.http())
         .await
-        .map_err(api_error)?
+        .map_err(api_error)
+}
+
+/// `vaultrs::api::exec_with_result` with the index headers.
+pub(crate) async fn exec_with_result<E: Endpoint>(
+    client: &VaultClient,
+    index: &StorageIndex,
+    endpoint: E,
+) -> Result<E::Response, ClientError> {
+    send(client, index, endpoint)
+        .await?
         .wrap::<EndpointResult<_>>()
         .map_err(ClientError::from)?
         .data
@@ -169,16 +179,7 @@ pub(crate) async fn exec_with_empty<E: Endpoint>(
     index: &StorageIndex,
     endpoint: E,
 ) -> Result<(), ClientError> {
-    let tracking = Tracking {
-        vault: client.middle(),
-        index,
-    };
-    endpoint
-        .with_middleware(&tracking)
-        .exec(client.http())
-        .await
-        .map_err(api_error)
-        .map(|_| ())
+    send(client, index, endpoint).await.map(|_| ())
 }
 
 #[cfg(test)]
