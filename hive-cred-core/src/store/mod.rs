@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use secrecy::SecretString;
 
 pub use accounts::hive_env_var;
@@ -48,7 +47,8 @@ struct CacheEntry {
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-type Flight = Shared<BoxFuture<'static, Result<Arc<CredentialObject>>>>;
+/// One load in flight and its result, shared by every caller that asked meanwhile.
+type Flight = Arc<tokio::sync::OnceCell<Result<Arc<CredentialObject>>>>;
 
 struct Inner {
     storage: Arc<dyn CredentialStorage>,
@@ -467,42 +467,38 @@ impl CredentialStore {
     /// Loads (and refreshes if needed) through the single-flight map. The bool tells
     /// whether the result is a stale credential returned after a failed refresh.
     ///
-    /// The flight runs on the callers' tasks (whoever polls the shared future), so a
-    /// cold get costs the backend's load and little more; only the refresh itself runs
-    /// on a task of its own (see `refresh::spawn_refresh`), so a caller that gives up
-    /// never abandons a token the provider has rotated. A flight removes its own map
-    /// entry when it ends, however it ends: its [`FlightEntry`] guard is dropped on
-    /// completion and on a panic, which `catch_unwind` turns into an error for every
+    /// A flight is a [`tokio::sync::OnceCell`]: the first caller runs the load on its
+    /// own task, the others wait for its result, and if that caller gives up (its
+    /// future is dropped) the next waiter runs the load instead (`get_or_init`'s
+    /// guarantee), so nobody waits on an abandoned flight. A cold get thus costs the
+    /// backend's load and little more; only the refresh itself runs on a task of its
+    /// own (see `refresh::spawn_refresh`), so a caller that gives up never abandons a
+    /// token the provider has rotated. A load removes its flight's map entry when it
+    /// ends, however it ends ([`FlightEntry`]); a panic becomes an error for every
     /// waiter.
     async fn fetch(&self, id: &str, force: bool) -> Result<(Arc<CredentialObject>, bool)> {
         let cid = CredentialId::new(id)?;
-        let flight = {
-            let mut flights = lock(&self.inner.flights);
-            if let Some((_, f)) = flights.get(&cid) {
-                f.clone()
-            } else {
+        let (seq, flight) = lock(&self.inner.flights)
+            .entry(cid.clone())
+            .or_insert_with(|| {
                 let seq = self.inner.flight_seq.fetch_add(1, Ordering::Relaxed);
-                let guard = FlightEntry {
+                (seq, Arc::new(tokio::sync::OnceCell::new()))
+            })
+            .clone();
+        let result = flight
+            .get_or_init(|| async {
+                let _entry = FlightEntry {
                     store: self.clone(),
                     id: cid.clone(),
                     seq,
                 };
-                let id = cid.clone();
-                let work = async move {
-                    let guard = guard;
-                    guard.store.load_and_refresh(&guard.id, force).await
-                };
-                let fut: BoxFuture<'static, Result<Arc<CredentialObject>>> =
-                    std::panic::AssertUnwindSafe(work)
-                        .catch_unwind()
-                        .map(move |r| r.unwrap_or_else(|_| Err(panicked(&id))))
-                        .boxed();
-                let shared = fut.shared();
-                flights.insert(cid.clone(), (seq, shared.clone()));
-                shared
-            }
-        };
-        let result = flight.await?;
+                std::panic::AssertUnwindSafe(self.load_and_refresh(&cid, force))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(panicked(&cid)))
+            })
+            .await
+            .clone()?;
         // A stale result is marked by the failure map still holding a failure for its version.
         let stale = self.due(&result, self.inner.clock.now())
             && lock(&self.inner.failures).contains_key(&cid);

@@ -1537,6 +1537,71 @@ async fn a_panicking_load_fails_its_callers_and_the_next_call_tries_again() {
     assert!(store.get("k").await.is_ok());
 }
 
+/// A storage whose first load waits for a permit.
+#[derive(Debug)]
+struct GatedLoad {
+    mem: MemoryStorage,
+    loads: AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl crate::StorageLayer for GatedLoad {
+    fn inner(&self) -> &dyn CredentialStorage {
+        &self.mem
+    }
+    async fn load(&self, id: &CredentialId) -> Result<Option<CredentialObject>> {
+        if self.loads.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _permit = self.gate.acquire().await.expect("gate open");
+        }
+        self.mem.load(id).await
+    }
+}
+
+/// Concurrent cold gets share one load, and when the caller that started it gives up,
+/// the others still get the credential (one of them loads it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_get_the_credential_when_the_first_caller_gives_up() {
+    let storage = Arc::new(GatedLoad {
+        mem: MemoryStorage::new(),
+        loads: AtomicUsize::new(0),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let mut c = CredentialObject::new("k", CredentialType::ApiKey).unwrap();
+    c.set_key("api_key", "v1", None).unwrap();
+    storage.mem.save(&c).await.unwrap();
+    let store = CredentialStore::builder()
+        .storage(storage.clone())
+        .build()
+        .unwrap();
+    let s = store.clone();
+    let first = tokio::spawn(async move { s.get("k").await });
+    while storage.loads.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.get("k").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The waiters joined the gated load: nothing loaded again yet.
+    assert_eq!(storage.loads.load(Ordering::SeqCst), 1);
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    storage.gate.add_permits(1);
+    for w in waiters {
+        let got = tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("a waiter was left waiting on an abandoned load")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.id().as_str(), "k");
+    }
+    assert!(storage.loads.load(Ordering::SeqCst) <= 2);
+}
+
 /// The keep-alive: an idle credential whose token is still valid for weeks is refreshed
 /// by the scheduled `refresh_due` once its last refresh is older than the keep-alive,
 /// and not before; credentials that are not due are left alone.
