@@ -188,17 +188,9 @@ impl OAuth2Provider {
         let Some(url) = &self.urls.userinfo else {
             return Ok(None);
         };
-        let Some(token) = credential.get_key(ACCESS_TOKEN) else {
+        let Some(received) = self.get_userinfo(url, credential).await? else {
             return Ok(None);
         };
-        let rb = self
-            .transport
-            .request(Method::GET, url.clone())
-            .header(header::ACCEPT, "application/json")
-            // EXPOSE: the access token is the bearer credential (reqwest marks the header
-            // sensitive).
-            .bearer_auth(token.expose_secret());
-        let received = self.send(rb, "user-info endpoint").await?;
         if !received.status.is_success() {
             return Err(self
                 .endpoint_error("user-info endpoint", &received)
@@ -526,9 +518,14 @@ impl OAuth2Provider {
         })
     }
 
-    async fn userinfo(&self, url: &Url, credential: &CredentialObject) -> Result<bool> {
+    /// `GET url` with the credential's access token as the bearer; `None` when it has none.
+    async fn get_userinfo(
+        &self,
+        url: &Url,
+        credential: &CredentialObject,
+    ) -> Result<Option<Received>> {
         let Some(token) = credential.get_key(ACCESS_TOKEN) else {
-            return Ok(false);
+            return Ok(None);
         };
         let rb = self
             .transport
@@ -537,7 +534,13 @@ impl OAuth2Provider {
             // EXPOSE: the access token is the bearer credential (reqwest marks the header
             // sensitive).
             .bearer_auth(token.expose_secret());
-        let received = self.send(rb, "user-info endpoint").await?;
+        self.send(rb, "user-info endpoint").await.map(Some)
+    }
+
+    async fn userinfo(&self, url: &Url, credential: &CredentialObject) -> Result<bool> {
+        let Some(received) = self.get_userinfo(url, credential).await? else {
+            return Ok(false);
+        };
         match received.status.as_u16() {
             200..=299 => Ok(true),
             401 => Ok(false),
