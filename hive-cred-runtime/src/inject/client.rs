@@ -403,6 +403,12 @@ struct Prepared {
 }
 
 impl Shared {
+    /// [`shown`] through the redactor: a redirect's `Location` (and so the next hop's
+    /// URL) may carry a value that was filled into the path.
+    fn shown(&self, url: &Url) -> String {
+        self.redactor.current().redact(&shown(url)).into_owned()
+    }
+
     fn spec(&self, extensions: &Extensions) -> Result<Option<Arc<UsageSpec>>> {
         let Some(UsageName(name)) = extensions.get::<UsageName>() else {
             return Ok(None);
@@ -490,8 +496,8 @@ impl Shared {
         let location = response.headers().get(LOCATION)?.to_str().ok()?;
         let target = from.join(location).ok()?;
         if target.origin() != from.origin() {
-            let to = shown(&target);
-            tracing::warn!(target: "hive_cred::inject", from = %shown(from), to = %to, "redirect to another origin not followed: credentials never cross origins");
+            let to = self.shown(&target);
+            tracing::warn!(target: "hive_cred::inject", from = %self.shown(from), to = %to, "redirect to another origin not followed: credentials never cross origins");
             for (id, key) in credentials {
                 self.audit.append(AuditRecord::runtime_use(
                     self.store.clock().now(),
@@ -531,7 +537,7 @@ impl Shared {
         spec: Option<&UsageSpec>,
         audit: bool,
     ) -> Result<Prepared> {
-        let destination = shown(request.url());
+        let destination = self.shown(request.url());
         let handles = find_handles(&request);
         if self.canaries.is_armed() {
             self.scan_outgoing(&request, &destination);
