@@ -39,7 +39,7 @@ pub use id::{CredentialId, MAX_ID_LEN};
 pub use lock::{CredentialLock, LockOptions, LockRelease};
 pub use memory::MemoryStorage;
 pub use provider::{CredentialProvider, StaticProvider};
-pub use scope::{MAX_PRINCIPAL_LEN, ScopedStorage, validate_principal};
+pub use scope::{MAX_PRINCIPAL_LEN, ScopedStorage, scoped_id, validate_principal};
 pub use storage::{CredentialStorage, StorageCapabilities, StorageLayer};
 pub use store::{
     CredentialStore, CredentialStoreBuilder, LEASE_MARGIN, RefreshPolicy, UnsavedRefresh,

@@ -45,6 +45,14 @@ pub struct ScopedStorage {
     prefix: String,
 }
 
+/// The id under which `principal`'s credential `id` is kept in a shared namespace
+/// (`user.{principal}.{id}`): [`ScopedStorage`]'s records, and the names of per-user
+/// locks of backends that scope natively.
+pub fn scoped_id(principal: &str, id: &CredentialId) -> Result<CredentialId> {
+    CredentialId::new(&format!("user.{principal}.{}", id.as_str()))
+        .map_err(|e| e.with_context("principal", principal))
+}
+
 impl ScopedStorage {
     /// The view of `principal` inside `inner`.
     pub fn new(inner: Arc<dyn CredentialStorage>, principal: &str) -> Result<Self> {
@@ -62,8 +70,7 @@ impl ScopedStorage {
     }
 
     fn outer(&self, id: &CredentialId) -> Result<CredentialId> {
-        CredentialId::new(&format!("{}{}", self.prefix, id.as_str()))
-            .map_err(|e| e.with_context("principal", &self.principal))
+        scoped_id(&self.principal, id)
     }
 
     fn local(&self, id: &CredentialId) -> Option<CredentialId> {

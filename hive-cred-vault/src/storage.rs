@@ -336,7 +336,7 @@ impl CredentialStorage for VaultStorage {
             // Lock secrets stay under the root prefix, named per principal
             // (`{prefix}/.locks/user.{principal}.{id}`), which a policy can grant by glob.
             Some(scope) => {
-                let scoped = CredentialId::new(&format!("user.{}.{id}", scope.principal))?;
+                let scoped = hive_cred_core::scoped_id(&scope.principal, id)?;
                 let held = crate::lock::acquire(&self.inner, &self.clock, &scoped, options).await?;
                 Ok(held.renamed(id.clone()))
             }
