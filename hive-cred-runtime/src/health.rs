@@ -288,10 +288,8 @@ impl HealthChecker {
     ) -> std::result::Result<reqwest::RequestBuilder, String> {
         let method = reqwest::Method::from_bytes(check.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| format!("invalid method {:?}", check.method))?;
-        let mut req = self
-            .client
-            .request(method, &check.url)
-            .timeout(self.timeout);
+        // The whole exchange runs under `tokio::time::timeout(self.timeout)`.
+        let mut req = self.client.request(method, &check.url);
         for (k, v) in &check.headers {
             req = req.header(k, v);
         }

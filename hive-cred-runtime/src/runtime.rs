@@ -526,24 +526,25 @@ impl AgentRuntimeBuilder {
             }
         }
         #[cfg(feature = "health")]
-        let health = if self.no_health { None } else { self.health }.or_else(|| {
-            if self.no_health {
-                return None;
-            }
-            self.config.as_ref().map(|c| {
-                let mut h = crate::health::HealthChecker::new();
-                if let Some(t) = c.health.timeout_secs {
-                    h = h.with_timeout(Duration::from_secs(t));
-                }
-                if let Some(t) = c.health.cache_secs {
-                    h = h.with_cache_ttl(Duration::from_secs(t));
-                }
-                if let Some(n) = c.health.concurrency {
-                    h = h.with_concurrency(n);
-                }
-                h
+        let health = if self.no_health {
+            None
+        } else {
+            self.health.or_else(|| {
+                self.config.as_ref().map(|c| {
+                    let mut h = crate::health::HealthChecker::new();
+                    if let Some(t) = c.health.timeout_secs {
+                        h = h.with_timeout(Duration::from_secs(t));
+                    }
+                    if let Some(t) = c.health.cache_secs {
+                        h = h.with_cache_ttl(Duration::from_secs(t));
+                    }
+                    if let Some(n) = c.health.concurrency {
+                        h = h.with_concurrency(n);
+                    }
+                    h
+                })
             })
-        });
+        };
         let storage: Arc<dyn CredentialStorage> = match self.env_fallback {
             Some(env) => Arc::new(crate::fallback::EnvFallback::new(
                 storage,
