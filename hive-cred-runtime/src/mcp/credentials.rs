@@ -14,6 +14,7 @@ use rmcp::transport::auth::{AuthError, CredentialRefreshGuard, StoredCredentials
 
 use super::convert::{self, REFRESH_TOKEN};
 use super::lock::{Guard, Held};
+use super::store_error;
 
 /// How often a save retries a check-and-set conflict before giving up.
 const MERGE_ATTEMPTS: u32 = 5;
@@ -143,10 +144,6 @@ fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn store_error(e: Error) -> AuthError {
-    AuthError::CredentialStoreError(e.to_string())
 }
 
 /// What became of one save attempt.
@@ -494,8 +491,12 @@ impl rmcp::transport::auth::CredentialStore for McpCredentialStore {
                 st.base = Some(Some(stored));
                 Ok(())
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(store_error(e)),
-            Err(e) if e.kind() == ErrorKind::Conflict || e.kind() == ErrorKind::InvalidInput => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::InvalidInput
+                ) =>
+            {
                 Err(store_error(e))
             }
             Err(e) => {

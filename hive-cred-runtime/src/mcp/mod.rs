@@ -15,6 +15,12 @@ mod credentials;
 mod lock;
 mod state;
 
+/// A hive-cred error as rmcp's store error (the message names ids and kinds, never a
+/// value).
+fn store_error(e: hive_cred_core::Error) -> rmcp::transport::auth::AuthError {
+    rmcp::transport::auth::AuthError::CredentialStoreError(e.to_string())
+}
+
 pub use convert::{ACCESS_TOKEN, CLIENT_ID, REFRESH_TOKEN, TOKEN_EXTRA};
 pub use credentials::McpCredentialStore;
 pub use state::{DEFAULT_STATE_TTL, McpStateStore};

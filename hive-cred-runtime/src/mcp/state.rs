@@ -13,6 +13,8 @@ use hive_cred_core::{
 use rmcp::transport::auth::{AuthError, StateStore, StoredAuthorizationState};
 use sha2::{Digest, Sha256};
 
+use super::store_error;
+
 /// The key holding one authorisation's state (JSON).
 const STATE_KEY: &str = "authorization_state";
 
@@ -49,10 +51,6 @@ impl fmt::Debug for McpStateStore {
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
-}
-
-fn store_error(e: Error) -> AuthError {
-    AuthError::CredentialStoreError(e.to_string())
 }
 
 impl McpStateStore {
