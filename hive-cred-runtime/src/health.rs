@@ -159,10 +159,24 @@ impl HealthChecker {
         id: &str,
         spec: &CredentialSpec,
     ) -> Result<Option<HealthReport>> {
+        if spec.health_check.is_none() {
+            return Ok(None);
+        }
+        let credential = store.get(id).await?;
+        self.check_loaded(store, &credential, spec).await
+    }
+
+    /// [`check`](Self::check) of a credential the caller has already loaded from `store`.
+    pub async fn check_loaded(
+        &self,
+        store: &CredentialStore,
+        credential: &CredentialObject,
+        spec: &CredentialSpec,
+    ) -> Result<Option<HealthReport>> {
         let Some(check) = &spec.health_check else {
             return Ok(None);
         };
-        let credential = store.get(id).await?;
+        let id = credential.id().as_str();
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots
@@ -183,7 +197,7 @@ impl HealthChecker {
             let _permit = self.limit.acquire().await.map_err(|_| {
                 Error::unavailable("the health checker was shut down").with_context("id", id)
             })?;
-            self.probe(&credential, spec.probe_key(), check, now).await
+            self.probe(credential, spec.probe_key(), check, now).await
         };
         let status = match report.status {
             HealthStatus::Healthy => Some(AccountStatus::Active),

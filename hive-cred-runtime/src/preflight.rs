@@ -243,7 +243,7 @@ impl AgentRuntime {
         }
         #[cfg(feature = "health")]
         if let (Some(checker), Some(spec)) = (self.health_checker(), &spec) {
-            match checker.check(store, &resolved, spec).await {
+            match checker.check_loaded(store, &credential, spec).await {
                 Ok(Some(report)) => {
                     match report.status {
                         crate::health::HealthStatus::Rejected => {
