@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use hive_cred_core::{CredentialObject, CredentialType, Error, ErrorKind, Result};
+use hive_cred_core::{CredentialObject, Error, ErrorKind, Result};
 use oauth2::{AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -52,11 +52,10 @@ impl fmt::Debug for AuthorizationSession<'_> {
     }
 }
 
-/// What the redirect carried.
-#[derive(Debug)]
+/// What the redirect carried. The code is an `AuthorizationCode`, whose `Debug` hides it.
 enum Callback {
     Code {
-        code: String,
+        code: AuthorizationCode,
         state: Option<String>,
         iss: Option<String>,
     },
@@ -134,10 +133,7 @@ impl AuthorizationSession<'_> {
                 .with_context("operation", "authorize")
         };
         // Validate the id before the user's code is spent.
-        let blank = CredentialObject::builder(id, CredentialType::OAuth2)
-            .provider_id(provider.provider_id_str())
-            .auto_refresh(true)
-            .build()?;
+        let blank = provider.new_credential(id)?;
         let callback = tokio::time::timeout(timeout, wait_for_callback(&self.listener))
             .await
             .map_err(|_| {
@@ -186,7 +182,7 @@ impl AuthorizationSession<'_> {
             .token_request(
                 &blank,
                 TokenGrant::Code {
-                    code: AuthorizationCode::new(code),
+                    code,
                     verifier: self.verifier,
                     redirect,
                 },
@@ -241,7 +237,11 @@ async fn wait_for_callback(listener: &TcpListener) -> Result<Callback> {
             ),
             (None, Some(code)) => (
                 "Authorisation complete. You can close this window.",
-                Callback::Code { code, state, iss },
+                Callback::Code {
+                    code: AuthorizationCode::new(code),
+                    state,
+                    iss,
+                },
             ),
             (None, None) => {
                 respond(&mut stream, "400 Bad Request", "No code in the redirect.").await;

@@ -9,8 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use hive_cred_core::{
-    ActionRequired, CredentialObject, CredentialType, Error, ErrorKind, ExposeSecret, Result,
-    SecretString,
+    ActionRequired, CredentialObject, Error, ErrorKind, ExposeSecret, Result, SecretString,
 };
 use serde::Deserialize;
 
@@ -181,10 +180,7 @@ impl OAuth2Provider {
                 .with_context("provider", self.provider_id_str())
                 .with_context("operation", "device_authorization")
         };
-        let blank = CredentialObject::builder(id, CredentialType::OAuth2)
-            .provider_id(self.provider_id_str())
-            .auto_refresh(true)
-            .build()?;
+        let blank = self.new_credential(id)?;
         let token_url = self.urls().token.clone();
         let mut interval = authorization.interval;
         let mut waited = Duration::ZERO;

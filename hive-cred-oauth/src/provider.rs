@@ -173,11 +173,16 @@ impl OAuth2Provider {
             )
             .with_context("provider", self.config.provider_id.as_str()));
         }
-        let credential = CredentialObject::builder(id, hive_cred_core::CredentialType::OAuth2)
+        self.refresh(&self.new_credential(id)?).await
+    }
+
+    /// An empty OAuth2 credential `id` of this provider, refreshed automatically: what a
+    /// grant fills in.
+    pub(crate) fn new_credential(&self, id: &str) -> Result<CredentialObject> {
+        CredentialObject::builder(id, hive_cred_core::CredentialType::OAuth2)
             .provider_id(self.config.provider_id.as_str())
             .auto_refresh(true)
-            .build()?;
-        self.refresh(&credential).await
+            .build()
     }
 
     /// Who the credential's access token belongs to, from the user-info endpoint: the
