@@ -382,8 +382,11 @@ impl OAuth2Provider {
                     verifier,
                     redirect,
                 } => {
-                    let client = self.client.clone().set_redirect_uri(redirect);
-                    let mut request = client.exchange_code(code).set_pkce_verifier(verifier);
+                    let mut request = self
+                        .client
+                        .exchange_code(code)
+                        .set_redirect_uri(std::borrow::Cow::Owned(redirect))
+                        .set_pkce_verifier(verifier);
                     for (name, value) in extra {
                         request = request.add_extra_param(name.as_str(), value.as_str());
                     }
